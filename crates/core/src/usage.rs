@@ -1,0 +1,62 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model emitted an end-of-generation token or a stop string matched.
+    Stop,
+    /// `max_tokens` was reached, or the context filled up.
+    Length,
+    /// The consumer went away; the engine stopped early.
+    Cancelled,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Token counts for one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    /// Of the prompt tokens, how many were served from cached KV instead of being computed.
+    pub cached_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+/// Where the time of one request went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Waiting for the engine to take the request.
+    pub queue: Duration,
+    /// Prompt evaluation (prefill), up to the first sampled token.
+    pub prompt_eval: Duration,
+    /// Decoding of every token after the first.
+    pub eval: Duration,
+}
+
+impl Timings {
+    pub fn total(&self) -> Duration {
+        self.queue + self.prompt_eval + self.eval
+    }
+}
+
+/// What an engine's generation stream yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenEvent {
+    /// One generated token. `text` is what became safe to show with it: it may be empty (half
+    /// a UTF-8 character, or text held back because it may start a stop string) or hold text
+    /// of earlier tokens released now.
+    Token { id: u32, text: String },
+    /// Always the last event of a stream that was not cut short by an error.
+    Done { finish_reason: FinishReason, usage: Usage, timings: Timings },
+}

@@ -1,0 +1,177 @@
+use hyperllama_core::Message;
+use minijinja::{Environment, Error, ErrorKind};
+use serde::Serialize;
+
+/// Why a chat template could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("the model's chat template does not compile: {0}")]
+    Syntax(String),
+    #[error("the model's chat template rejected the conversation: {0}")]
+    Render(String),
+    #[error("the model has no chat template (tokenizer.chat_template); send a raw prompt instead")]
+    Missing,
+}
+
+/// A model's own chat template (the Jinja text in `tokenizer.chat_template`), rendered the way
+/// Hugging Face's `apply_chat_template` does: `trim_blocks` and `lstrip_blocks` on, Python
+/// string methods available, and `raise_exception` to let the template refuse a conversation.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos_token: String,
+    eos_token: String,
+    source: String,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate").field("source", &self.source).finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+struct TemplateMessage<'a> {
+    role: &'a str,
+    content: &'a str,
+}
+
+impl ChatTemplate {
+    pub fn new(
+        source: &str,
+        bos_token: impl Into<String>,
+        eos_token: impl Into<String>,
+    ) -> Result<Self, TemplateError> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
+            Err(Error::new(ErrorKind::InvalidOperation, msg))
+        });
+        // Llama 3.1/3.2 templates print today's date.
+        env.add_function("strftime_now", |_fmt: String| -> Result<String, Error> {
+            Ok(today())
+        });
+        env.add_template_owned("chat", source.to_string())
+            .map_err(|e| TemplateError::Syntax(e.to_string()))?;
+        Ok(Self { env, bos_token: bos_token.into(), eos_token: eos_token.into(), source: source.to_string() })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders `messages`, ending with the assistant's turn opener when `add_generation_prompt`.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, TemplateError> {
+        let msgs: Vec<TemplateMessage<'_>> =
+            messages.iter().map(|m| TemplateMessage { role: m.role.as_str(), content: &m.content }).collect();
+        let tmpl = self.env.get_template("chat").map_err(|e| TemplateError::Syntax(e.to_string()))?;
+        tmpl.render(minijinja::context! {
+            messages => msgs,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos_token,
+            eos_token => self.eos_token,
+        })
+        .map_err(|e| {
+            // Prefer the template's own words (raise_exception) over minijinja's wrapper.
+            let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.to_string());
+            TemplateError::Render(detail)
+        })
+    }
+}
+
+fn today() -> String {
+    // Days since the epoch -> civil date (Howard Hinnant's algorithm), formatted "%d %b %Y".
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!("{d:02} {} {y}", MONTHS[(m - 1) as usize])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(format!("{FIXTURES}/{name}")).expect("fixture")
+    }
+
+    fn convo() -> Vec<Message> {
+        vec![Message::system("Be brief."), Message::user("Hi!"), Message::assistant("Hello."), Message::user("2+2?")]
+    }
+
+    #[test]
+    fn smollm2_chatml() {
+        let t = ChatTemplate::new(&fixture("smollm2.jinja"), "<|im_start|>", "<|im_end|>").expect("compiles");
+        let out = t.render(&convo(), true).expect("renders");
+        assert_eq!(
+            out,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n\
+             <|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
+        );
+        // Without a system message SmolLM2's template inserts its default one.
+        let out = t.render(&[Message::user("Hi!")], false).expect("renders");
+        assert_eq!(
+            out,
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+             <|im_start|>user\nHi!<|im_end|>\n"
+        );
+    }
+
+    #[test]
+    fn llama3_headers_and_bos() {
+        let t = ChatTemplate::new(&fixture("llama3.jinja"), "<|begin_of_text|>", "<|eot_id|>").expect("compiles");
+        let out = t.render(&[Message::system("S "), Message::user(" Q")], true).expect("renders");
+        assert_eq!(
+            out,
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>\
+             <|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+        );
+    }
+
+    #[test]
+    fn mistral_inst_and_alternation_error() {
+        let t = ChatTemplate::new(&fixture("mistral.jinja"), "<s>", "</s>").expect("compiles");
+        let out = t
+            .render(&[Message::user("Hi"), Message::assistant("Hey"), Message::user("Bye")], true)
+            .expect("renders");
+        assert_eq!(out, "<s>[INST] Hi [/INST]Hey</s>[INST] Bye [/INST]");
+        let err = t.render(&[Message::user("a"), Message::user("b")], true).unwrap_err();
+        assert!(err.to_string().contains("alternate"), "{err}");
+    }
+
+    #[test]
+    fn gemma_python_methods_and_role_rename() {
+        let t = ChatTemplate::new(&fixture("gemma.jinja"), "<bos>", "<eos>").expect("compiles");
+        let out = t.render(&[Message::user("  Hi  "), Message::assistant("Yo")], false).expect("renders");
+        assert_eq!(out, "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nYo<end_of_turn>\n");
+        let err = t.render(&[Message::system("x"), Message::user("y")], true).unwrap_err();
+        assert!(err.to_string().contains("System role not supported"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_is_reported() {
+        let err = ChatTemplate::new("{% for m in messages %}", "", "").unwrap_err();
+        assert!(matches!(err, TemplateError::Syntax(_)), "{err}");
+    }
+
+    #[test]
+    fn today_is_a_date() {
+        let d = today();
+        assert_eq!(d.len(), 11, "{d}");
+        assert!(d[7..].parse::<u32>().expect("year") >= 2024);
+    }
+}

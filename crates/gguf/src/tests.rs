@@ -1,0 +1,118 @@
+use std::io::Write;
+
+use super::*;
+
+/// Writes a minimal GGUF v3 file: a few metadata keys and one F32 tensor of `n` elements.
+fn tiny_gguf(n: u64, data_bytes: usize) -> Vec<u8> {
+    fn s(out: &mut Vec<u8>, v: &str) {
+        out.extend((v.len() as u64).to_le_bytes());
+        out.extend(v.as_bytes());
+    }
+    let mut out = b"GGUF".to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend(1u64.to_le_bytes()); // tensors
+    out.extend(4u64.to_le_bytes()); // kv
+    s(&mut out, "general.architecture");
+    out.extend(8u32.to_le_bytes());
+    s(&mut out, "llama");
+    s(&mut out, "llama.context_length");
+    out.extend(4u32.to_le_bytes());
+    out.extend(2048u32.to_le_bytes());
+    s(&mut out, "tokenizer.ggml.tokens");
+    out.extend(9u32.to_le_bytes());
+    out.extend(8u32.to_le_bytes());
+    out.extend(2u64.to_le_bytes());
+    s(&mut out, "<s>");
+    s(&mut out, "</s>");
+    s(&mut out, "tokenizer.ggml.bos_token_id");
+    out.extend(4u32.to_le_bytes());
+    out.extend(0u32.to_le_bytes());
+    // tensor info
+    s(&mut out, "w");
+    out.extend(1u32.to_le_bytes());
+    out.extend(n.to_le_bytes());
+    out.extend(0u32.to_le_bytes()); // F32
+    out.extend(0u64.to_le_bytes());
+    while out.len() % 32 != 0 {
+        out.push(0);
+    }
+    out.extend(std::iter::repeat_n(0u8, data_bytes));
+    out
+}
+
+fn write(bytes: &[u8]) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".gguf").tempfile().expect("tempfile");
+    f.write_all(bytes).expect("write");
+    f
+}
+
+#[test]
+fn reads_metadata_and_tensors() {
+    let f = write(&tiny_gguf(8, 32));
+    let g = GgufFile::open(f.path()).expect("valid file");
+    assert_eq!(g.version, 3);
+    assert_eq!(g.architecture(), Some("llama"));
+    assert_eq!(g.context_length(), Some(2048));
+    assert_eq!(g.bos_token(), Some("<s>"));
+    assert_eq!(g.parameter_count(), 8);
+    assert_eq!(g.tensors[0].n_bytes(), Some(32));
+    assert_eq!(g.data_offset % 32, 0);
+}
+
+#[test]
+fn missing_file() {
+    let e = GgufFile::open("/nonexistent/model.gguf").unwrap_err();
+    assert!(matches!(e, GgufError::NotFound { .. }), "{e}");
+    assert!(e.to_string().contains("not found"));
+}
+
+#[test]
+fn text_file_is_not_gguf() {
+    let f = write(b"hello, I am a text file pretending to be a model\n");
+    let e = GgufFile::open(f.path()).unwrap_err();
+    assert!(matches!(e, GgufError::NotGguf { .. }), "{e}");
+    assert!(e.to_string().contains("not a GGUF file"), "{e}");
+}
+
+#[test]
+fn empty_file_is_not_gguf() {
+    let f = write(b"");
+    assert!(matches!(GgufFile::open(f.path()).unwrap_err(), GgufError::NotGguf { .. }));
+}
+
+#[test]
+fn truncated_in_tensor_data() {
+    let f = write(&tiny_gguf(8, 16)); // needs 32 bytes of data, has 16
+    let e = GgufFile::open(f.path()).unwrap_err();
+    assert!(matches!(e, GgufError::Truncated { .. }), "{e}");
+    assert!(e.to_string().contains("truncated"), "{e}");
+}
+
+#[test]
+fn truncated_in_header() {
+    let full = tiny_gguf(8, 32);
+    for cut in [5, 12, 30, 60, 100] {
+        let f = write(&full[..cut]);
+        let e = GgufFile::open(f.path()).unwrap_err();
+        assert!(matches!(e, GgufError::Truncated { .. }), "cut at {cut}: {e}");
+    }
+}
+
+#[test]
+fn bad_version_and_hostile_lengths() {
+    let mut b = tiny_gguf(8, 32);
+    b[4..8].copy_from_slice(&9u32.to_le_bytes());
+    let f = write(&b);
+    assert!(matches!(GgufFile::open(f.path()).unwrap_err(), GgufError::UnsupportedVersion { version: 9, .. }));
+
+    let mut b = tiny_gguf(8, 32);
+    b[16..24].copy_from_slice(&u64::MAX.to_le_bytes()); // kv count
+    let f = write(&b);
+    assert!(matches!(GgufFile::open(f.path()).unwrap_err(), GgufError::Corrupt { .. }));
+}
+
+#[test]
+fn human_param_counts() {
+    assert_eq!(human_params(134_515_008), "134.5M");
+    assert_eq!(human_params(8_030_261_248), "8.0B");
+}
