@@ -26,11 +26,14 @@ pub struct GenerateRequest {
     pub prompt: Prompt,
     pub sampling: SamplingParams,
     pub stop: StopConditions,
+    /// Reuse KV already computed for a shared prompt prefix (llama-server's `cache_prompt`).
+    /// Benchmarks of cold prefill turn it off.
+    pub cache_prompt: bool,
 }
 
 impl GenerateRequest {
     pub fn new(prompt: Prompt) -> Self {
-        Self { prompt, sampling: SamplingParams::default(), stop: StopConditions::default() }
+        Self { prompt, sampling: SamplingParams::default(), stop: StopConditions::default(), cache_prompt: true }
     }
 
     /// Checks what can be checked without the model (the engine checks the context length).

@@ -57,6 +57,9 @@ pub enum TokenEvent {
     /// a UTF-8 character, or text held back because it may start a stop string) or hold text
     /// of earlier tokens released now.
     Token { id: u32, text: String },
+    /// Text released without a new token: what was held back (a partial stop string, a
+    /// dangling byte) when generation ended for another reason. Append it like a token's text.
+    Text(String),
     /// Always the last event of a stream that was not cut short by an error.
     Done { finish_reason: FinishReason, usage: Usage, timings: Timings },
 }

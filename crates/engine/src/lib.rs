@@ -35,6 +35,14 @@ pub use template::{ChatTemplate, TemplateError};
 /// Dropping it cancels the generation.
 pub type TokenStream = Pin<Box<dyn Stream<Item = Result<TokenEvent, EngineError>> + Send>>;
 
+/// A channel receiver as a [`futures::Stream`]. Dropping the stream drops the receiver, which
+/// is how producers learn that the consumer went away (`Sender::is_closed`).
+pub fn receiver_stream<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
 /// What a caller asks an engine to load.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LoadOptions {

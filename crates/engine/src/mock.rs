@@ -105,18 +105,11 @@ impl LoadedModel for MockModel {
             let _ = tx.send(Ok(done)).await;
             finished.fetch_add(1, Ordering::Relaxed);
         });
-        Ok(Box::pin(tokio_stream_from(rx)))
+        Ok(Box::pin(crate::receiver_stream(rx)))
     }
     async fn unload(&self) -> Result<(), EngineError> {
         Ok(())
     }
-}
-
-/// A receiver as a stream; dropping the stream drops the receiver, which the producer sees.
-pub fn tokio_stream_from<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> + Send {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 #[cfg(test)]

@@ -1,0 +1,94 @@
+//! Option groups shared by subcommands, each flag also readable from the environment.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use hyperllama_core::{Penalties, Sampling, SamplingParams};
+use hyperllama_engine::LoadOptions;
+
+/// Where the model is and how to load it.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// The model: a path to a .gguf file.
+    pub model: PathBuf,
+    /// Context length in tokens (default: 4096, capped by what the model was trained with).
+    #[arg(long, env = "HYPERLLAMA_CTX_SIZE")]
+    pub ctx_size: Option<u32>,
+    /// CPU threads (default: the number of physical cores).
+    #[arg(long, env = "HYPERLLAMA_THREADS")]
+    pub threads: Option<u32>,
+    /// Layers to offload to the GPU in CUDA/Metal builds (default: all).
+    #[arg(long, env = "HYPERLLAMA_GPU_LAYERS")]
+    pub gpu_layers: Option<u32>,
+}
+
+impl ModelArgs {
+    pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
+        if self.ctx_size == Some(0) {
+            anyhow::bail!("--ctx-size must be at least 1");
+        }
+        if self.threads == Some(0) {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        Ok(LoadOptions {
+            path: self.model.clone(),
+            ctx_size: self.ctx_size,
+            threads: self.threads,
+            gpu_layers: self.gpu_layers,
+        })
+    }
+}
+
+/// How tokens are sampled. `--temperature 0` is greedy.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 picks the most likely token every time (default 0.8).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Keep only the K most likely tokens (0 = off; default 40).
+    #[arg(long)]
+    pub top_k: Option<i64>,
+    /// Keep the smallest set of tokens whose probabilities add up to P (1 = off; default 0.9).
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Drop tokens less likely than P times the most likely one (0 = off).
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    /// Penalise repeated tokens (1 = off).
+    #[arg(long)]
+    pub repeat_penalty: Option<f32>,
+    /// How many recent tokens the penalties look at (-1 = the whole context; default 64).
+    #[arg(long, allow_hyphen_values = true)]
+    pub repeat_last_n: Option<i64>,
+    /// Penalise tokens that appeared at all (-2..2).
+    #[arg(long, allow_hyphen_values = true)]
+    pub presence_penalty: Option<f32>,
+    /// Penalise tokens by how often they appeared (-2..2).
+    #[arg(long, allow_hyphen_values = true)]
+    pub frequency_penalty: Option<f32>,
+    /// Random seed: the same seed and prompt give the same output.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> anyhow::Result<SamplingParams> {
+        let defaults = SamplingParams::default();
+        let (dk, dp) = match defaults.sampling {
+            Sampling::Random { top_k, top_p, .. } => (top_k, top_p),
+            Sampling::Greedy => (None, None),
+        };
+        let sampling = Sampling::from_knobs(
+            self.temperature,
+            self.top_k.or(dk.map(i64::from)),
+            self.top_p.or(dp),
+            self.min_p,
+        )
+        .context("invalid sampling option")?;
+        let penalties =
+            Penalties::new(self.repeat_penalty, self.presence_penalty, self.frequency_penalty, self.repeat_last_n)
+                .context("invalid penalty option")?;
+        Ok(SamplingParams { sampling, penalties, seed: self.seed })
+    }
+}

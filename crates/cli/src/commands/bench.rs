@@ -1,0 +1,221 @@
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use futures::StreamExt;
+use hyperllama_core::{GenerateRequest, Prompt, SamplingParams, TokenEvent};
+use hyperllama_engine::LoadedModel;
+use serde::Serialize;
+
+use crate::args::ModelArgs;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt, sent raw (no chat template) so that its token count is exact. Omit it and
+    /// give --prompt-tokens to use a synthetic prompt of that length.
+    prompt: Option<String>,
+    /// Measured iterations (after the warm-up).
+    #[arg(long, short = 'i', default_value_t = 5)]
+    iterations: u32,
+    /// Warm-up iterations, not measured.
+    #[arg(long, default_value_t = 1)]
+    warmup: u32,
+    /// Tokens to generate per iteration (end-of-generation is ignored, so this is exact).
+    #[arg(long, short = 'n', default_value_t = 128)]
+    max_tokens: u32,
+    /// Build a synthetic prompt of exactly this many tokens when no PROMPT is given.
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: u32,
+    /// Reuse the KV cache of a repeated prompt (off by default: every iteration is a cold prefill).
+    #[arg(long)]
+    cache_prompt: bool,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Sample {
+    ttft_ms: f64,
+    prompt_tokens: u32,
+    prompt_tps: f64,
+    generated_tokens: u32,
+    decode_tps: f64,
+    latency_ms: f64,
+}
+
+#[derive(Serialize)]
+struct Stats {
+    mean: f64,
+    p50: f64,
+    p90: f64,
+    max: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    engine: &'static str,
+    threads: Option<u32>,
+    iterations: u32,
+    prompt_tokens: u32,
+    max_tokens: u32,
+    load_ms: f64,
+    ttft_ms: Stats,
+    prompt_tps: Stats,
+    decode_tps: Stats,
+    latency_ms: Stats,
+    samples: Vec<Sample>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.iterations == 0 {
+        anyhow::bail!("--iterations must be at least 1");
+    }
+    let t0 = Instant::now();
+    let model = crate::engines::load(args.model.load_options()?).await?;
+    let load_ms = ms(t0.elapsed());
+    let prompt = match &args.prompt {
+        Some(p) => p.clone(),
+        None => synthetic_prompt(model.as_ref(), args.prompt_tokens)?,
+    };
+
+    for _ in 0..args.warmup {
+        one(model.as_ref(), &prompt, &args).await?;
+    }
+    let mut samples = Vec::new();
+    for i in 0..args.iterations {
+        let s = one(model.as_ref(), &prompt, &args).await?;
+        if !args.json {
+            eprintln!(
+                "iteration {}/{}: ttft {:.1} ms, prompt {:.1} tok/s, decode {:.1} tok/s",
+                i + 1,
+                args.iterations,
+                s.ttft_ms,
+                s.prompt_tps,
+                s.decode_tps
+            );
+        }
+        samples.push(s);
+    }
+    let stats = |f: fn(&Sample) -> f64| summarize(samples.iter().map(f).collect());
+    let report = Report {
+        model: model.info().name.clone(),
+        engine: "llamacpp",
+        threads: args.model.threads,
+        iterations: args.iterations,
+        prompt_tokens: samples.first().map(|s| s.prompt_tokens).unwrap_or(0),
+        max_tokens: args.max_tokens,
+        load_ms,
+        ttft_ms: stats(|s| s.ttft_ms),
+        prompt_tps: stats(|s| s.prompt_tps),
+        decode_tps: stats(|s| s.decode_tps),
+        latency_ms: stats(|s| s.latency_ms),
+        samples,
+    };
+    model.unload().await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("model: {}  prompt: {} tokens  generate: {} tokens  iterations: {}", report.model, report.prompt_tokens, report.max_tokens, report.iterations);
+    println!("load: {:.0} ms", report.load_ms);
+    println!("{:<16} {:>10} {:>10} {:>10} {:>10}", "metric", "mean", "p50", "p90", "max");
+    for (name, s) in [
+        ("ttft (ms)", &report.ttft_ms),
+        ("prompt (tok/s)", &report.prompt_tps),
+        ("decode (tok/s)", &report.decode_tps),
+        ("latency (ms)", &report.latency_ms),
+    ] {
+        println!("{name:<16} {:>10.1} {:>10.1} {:>10.1} {:>10.1}", s.mean, s.p50, s.p90, s.max);
+    }
+    Ok(())
+}
+
+async fn one(model: &dyn LoadedModel, prompt: &str, args: &BenchArgs) -> anyhow::Result<Sample> {
+    let mut request = GenerateRequest::new(Prompt::Raw(prompt.to_string()));
+    request.sampling = SamplingParams::greedy();
+    request.stop.max_tokens = Some(args.max_tokens);
+    request.stop.ignore_eos = true;
+    request.cache_prompt = args.cache_prompt;
+    let t0 = Instant::now();
+    let mut stream = model.generate(request).await?;
+    let mut ttft = None;
+    while let Some(event) = stream.next().await {
+        match event? {
+            TokenEvent::Token { .. } => {
+                ttft.get_or_insert_with(|| t0.elapsed());
+            }
+            TokenEvent::Text(_) => {}
+            TokenEvent::Done { usage, timings, .. } => {
+                let latency = t0.elapsed();
+                let computed = usage.prompt_tokens - usage.cached_tokens;
+                return Ok(Sample {
+                    ttft_ms: ms(ttft.unwrap_or(latency)),
+                    prompt_tokens: usage.prompt_tokens,
+                    prompt_tps: rate(computed, timings.prompt_eval),
+                    generated_tokens: usage.completion_tokens,
+                    decode_tps: rate(usage.completion_tokens.saturating_sub(1), timings.eval),
+                    latency_ms: ms(latency),
+                });
+            }
+        }
+    }
+    anyhow::bail!("the engine ended the stream without a final event")
+}
+
+/// A prompt of exactly `n` tokens (with the BOS token, if the model adds one).
+fn synthetic_prompt(model: &dyn LoadedModel, n: u32) -> anyhow::Result<String> {
+    const WORDS: &[&str] = &["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while"];
+    let mut text = String::new();
+    for i in 0.. {
+        let count = model.tokenize(&text)?.len();
+        if count as u32 >= n {
+            break;
+        }
+        if i > 10 * n as usize + 10 {
+            anyhow::bail!("could not build a prompt of {n} tokens");
+        }
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(WORDS[i % WORDS.len()]);
+    }
+    // Trim back if the last word overshot.
+    while model.tokenize(&text)?.len() as u32 > n {
+        let cut = text.rfind(' ').context("prompt too short to trim")?;
+        text.truncate(cut);
+    }
+    Ok(text)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn rate(n: u32, d: Duration) -> f64 {
+    if d.is_zero() {
+        0.0
+    } else {
+        f64::from(n) / d.as_secs_f64()
+    }
+}
+
+fn summarize(mut v: Vec<f64>) -> Stats {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    Stats { mean: v.iter().sum::<f64>() / v.len() as f64, p50: pick(0.5), p90: pick(0.9), max: v[v.len() - 1] }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percentiles() {
+        let s = super::summarize(vec![5.0, 1.0, 3.0, 2.0, 4.0]);
+        assert_eq!((s.mean, s.p50, s.p90, s.max), (3.0, 3.0, 5.0, 5.0));
+        let s = super::summarize(vec![7.0]);
+        assert_eq!((s.p50, s.p90, s.max), (7.0, 7.0, 7.0));
+    }
+}

@@ -1,0 +1,62 @@
+//! `hyperllama`: the one binary. Parses the command line, sets up logging, and hands each
+//! subcommand its resolved options. This is the composition root: the only place that names
+//! concrete engines.
+
+mod args;
+mod commands;
+mod engines;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "hyperllama", version, about = "Serve open-weight language models on a laptop, a GPU box or a fleet.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show this machine's hardware, the engines in this build, and which one a model would use.
+    Info(commands::info::InfoArgs),
+    /// Generate text from a model in-process, streaming tokens to stdout.
+    Generate(commands::generate::GenerateArgs),
+    /// Measure load time, time to first token, prompt and decode speed of a model in-process.
+    Bench(commands::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(a) => commands::info::run(a),
+        Command::Generate(a) => runtime().and_then(|rt| rt.block_on(commands::generate::run(a))),
+        Command::Bench(a) => runtime().and_then(|rt| rt.block_on(commands::bench::run(a))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+/// `hyperllama generate ... | head` is not an error (ripgrep's rule).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    // llama.cpp's own log is chatty; RUST_LOG=llama_cpp_2=info shows it.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,llama_cpp_2=error"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

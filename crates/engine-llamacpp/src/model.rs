@@ -1,0 +1,207 @@
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use hyperllama_core::{GenerateRequest, Prompt, ValidationError};
+use hyperllama_engine::{ChatTemplate, EngineError, LoadOptions, LoadedModel, ModelInfo, ModelStats, TokenStream};
+use hyperllama_gguf::GgufFile;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+
+use crate::worker::{self, Command, Job};
+
+/// Context length when the caller does not ask for one (Ollama's default), capped by training.
+const DEFAULT_CTX: u32 = 4096;
+/// Tokens per `llama_decode` call during prefill.
+const N_BATCH: u32 = 2048;
+/// Events buffered between the compute thread and the consumer.
+const STREAM_BUFFER: usize = 64;
+
+/// A GGUF model loaded into llama.cpp, served by its own compute thread.
+pub struct LlamaCppModel {
+    model: Arc<LlamaModel>,
+    info: ModelInfo,
+    template: Option<ChatTemplate>,
+    bos_text: String,
+    add_bos: bool,
+    jobs: Mutex<Option<mpsc::Sender<Command>>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<Mutex<ModelStats>>,
+}
+
+impl LlamaCppModel {
+    /// Checks the file, loads the weights and starts the compute thread. Blocking.
+    pub(crate) fn load(backend: &'static LlamaBackend, options: LoadOptions) -> Result<Self, EngineError> {
+        let path = options.path.as_path();
+        let gguf = GgufFile::open(path).map_err(|e| EngineError::Load(e.to_string()))?;
+        let arch = gguf.architecture().ok_or_else(|| {
+            EngineError::Load(format!("{} has no general.architecture key", path.display()))
+        })?;
+        if !crate::supports_architecture(arch) {
+            return Err(EngineError::UnsupportedArchitecture { arch: arch.to_string() });
+        }
+
+        let gpu_layers = options.gpu_layers.unwrap_or(if crate::LlamaCppEngine::devices().len() > 1 { 999 } else { 0 });
+        let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
+        let t0 = Instant::now();
+        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| {
+            EngineError::Load(format!("llama.cpp could not load {}: {e} (run with RUST_LOG=llama-cpp-2=info for its log)", path.display()))
+        })?;
+        let model = Arc::new(model);
+        tracing::info!(path = %path.display(), elapsed_ms = t0.elapsed().as_millis() as u64, "model weights loaded");
+
+        let n_ctx_train = model.n_ctx_train();
+        let ctx_size = options.ctx_size.unwrap_or(DEFAULT_CTX.min(n_ctx_train)).max(16);
+        let threads = options.threads.map(|t| t as usize).unwrap_or_else(hyperllama_hw::physical_cores).max(1);
+        let threads = i32::try_from(threads).unwrap_or(1);
+        let ctx_params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(ctx_size))
+            .with_n_batch(N_BATCH.min(ctx_size))
+            .with_n_ubatch(512.min(ctx_size))
+            .with_n_seq_max(1)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+
+        let template = match gguf.chat_template() {
+            Some(src) => Some(ChatTemplate::new(
+                src,
+                gguf.bos_token().unwrap_or_default(),
+                gguf.eos_token().unwrap_or_default(),
+            )?),
+            None => None,
+        };
+        let info = ModelInfo {
+            name: gguf
+                .name()
+                .map(str::to_string)
+                .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
+            architecture: arch.to_string(),
+            parameter_count: model.n_params(),
+            quantization: gguf.quantization(),
+            context_length: n_ctx_train,
+            loaded_context: ctx_size,
+            embedding_length: u32::try_from(model.n_embd()).unwrap_or(0),
+            chat_template: gguf.chat_template().map(str::to_string),
+            size_bytes: model.size(),
+        };
+        let add_bos = model.vocab().should_add_bos();
+        let bos_text = gguf.bos_token().unwrap_or_default().to_string();
+
+        let stats = Arc::new(Mutex::new(ModelStats::default()));
+        let (jobs_tx, jobs_rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let thread_model = model.clone();
+        let thread_stats = stats.clone();
+        let worker = std::thread::Builder::new()
+            .name(format!("llamacpp-{}", short_name(path)))
+            .spawn(move || worker::run(backend, &thread_model, ctx_params, jobs_rx, ready_tx, thread_stats))
+            .map_err(|e| EngineError::Internal(format!("cannot start the compute thread: {e}")))?;
+        ready_rx
+            .recv()
+            .map_err(|_| EngineError::Internal("the compute thread died while creating the context".into()))??;
+
+        Ok(Self {
+            model,
+            info,
+            template,
+            bos_text,
+            add_bos,
+            jobs: Mutex::new(Some(jobs_tx)),
+            worker: Mutex::new(Some(worker)),
+            stats,
+        })
+    }
+
+    fn tokens_for(&self, text: &str) -> Vec<LlamaToken> {
+        // A rendered chat template usually writes the BOS token itself; never add a second one.
+        let add_special = self.add_bos && (self.bos_text.is_empty() || !text.starts_with(&self.bos_text));
+        self.model.vocab().tokenize(text.as_bytes(), add_special, true)
+    }
+
+    fn stop_worker(&self) -> Option<JoinHandle<()>> {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            if let Some(tx) = jobs.take() {
+                let _ = tx.send(Command::Shutdown);
+            }
+        }
+        self.worker.lock().ok().and_then(|mut w| w.take())
+    }
+}
+
+fn short_name(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().chars().take(20).collect()).unwrap_or_default()
+}
+
+#[async_trait::async_trait]
+impl LoadedModel for LlamaCppModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn stats(&self) -> ModelStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    fn render_prompt(&self, prompt: &Prompt) -> Result<String, EngineError> {
+        match prompt {
+            Prompt::Raw(text) => Ok(text.clone()),
+            Prompt::Chat(messages) => {
+                let template = self.template.as_ref().ok_or(hyperllama_engine::TemplateError::Missing)?;
+                Ok(template.render(messages, true)?)
+            }
+        }
+    }
+
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        Ok(self.tokens_for(text).into_iter().map(|t| t.0 as u32).collect())
+    }
+
+    async fn generate(&self, request: GenerateRequest) -> Result<TokenStream, EngineError> {
+        let queued_at = Instant::now();
+        request.validate()?;
+        let text = self.render_prompt(&request.prompt)?;
+        let tokens = self.tokens_for(&text);
+        if tokens.is_empty() {
+            return Err(ValidationError::Empty { field: "prompt" }.into());
+        }
+        let prompt_tokens = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        if prompt_tokens >= self.info.loaded_context {
+            return Err(EngineError::PromptTooLong { prompt_tokens, ctx_size: self.info.loaded_context });
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        let job = Job { tokens, request, tx, queued_at };
+        let sent = self
+            .jobs
+            .lock()
+            .ok()
+            .and_then(|jobs| jobs.as_ref().map(|j| j.send(Command::Generate(Box::new(job))).is_ok()))
+            .unwrap_or(false);
+        if !sent {
+            return Err(EngineError::Unavailable("the model was unloaded".into()));
+        }
+        Ok(Box::pin(hyperllama_engine::receiver_stream(rx)))
+    }
+
+    async fn unload(&self) -> Result<(), EngineError> {
+        if let Some(handle) = self.stop_worker() {
+            tokio::task::spawn_blocking(move || handle.join())
+                .await
+                .map_err(|e| EngineError::Internal(e.to_string()))?
+                .map_err(|_| EngineError::Internal("the compute thread panicked".into()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LlamaCppModel {
+    fn drop(&mut self) {
+        if let Some(handle) = self.stop_worker() {
+            let _ = handle.join();
+        }
+    }
+}
