@@ -101,7 +101,8 @@ impl LlamaCppModel {
             .name(format!("llamacpp-{}", short_name(path)))
             .spawn(move || worker::run(backend, &thread_model, ctx_params, jobs_rx, ready_tx, thread_stats))
             .map_err(|e| EngineError::Internal(format!("cannot start the compute thread: {e}")))?;
-        ready_rx
+        let mut info = info;
+        info.loaded_context = ready_rx
             .recv()
             .map_err(|_| EngineError::Internal("the compute thread died while creating the context".into()))??;
 

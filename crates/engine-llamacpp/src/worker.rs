@@ -34,7 +34,10 @@ pub(crate) enum Command {
 
 /// How a generation ended, from the worker's point of view.
 enum Outcome {
+    /// Ran to its end (already counted, before the final event went out).
     Finished,
+    /// Ended by an error or panic.
+    Failed,
     Cancelled { generated: u32 },
 }
 
@@ -53,7 +56,7 @@ pub(crate) fn run(
     model: &LlamaModel,
     params: LlamaContextParams,
     jobs: mpsc::Receiver<Command>,
-    ready: mpsc::SyncSender<Result<(), EngineError>>,
+    ready: mpsc::SyncSender<Result<u32, EngineError>>,
     stats: Arc<Mutex<ModelStats>>,
 ) {
     let n_batch = params.n_batch() as usize;
@@ -64,8 +67,10 @@ pub(crate) fn run(
             return;
         }
     };
+    // llama.cpp pads the context (to a multiple of 256); report the size it really has.
+    let n_ctx = ctx.n_ctx();
     let mut w = Worker { model, ctx, batch: LlamaBatch::new(n_batch, 1), n_batch, cached: Vec::new(), stats };
-    let _ = ready.send(Ok(()));
+    let _ = ready.send(Ok(n_ctx));
 
     while let Ok(Command::Generate(job)) = jobs.recv() {
         let tx = job.tx.clone();
@@ -76,7 +81,7 @@ pub(crate) fn run(
             Ok(Err(e)) => {
                 w.reset_cache();
                 let _ = tx.blocking_send(Err(e));
-                Outcome::Finished
+                Outcome::Failed
             }
             Err(panic) => {
                 w.reset_cache();
@@ -87,12 +92,13 @@ pub(crate) fn run(
                     .unwrap_or_else(|| "unknown panic".into());
                 tracing::error!(%msg, "generation panicked");
                 let _ = tx.blocking_send(Err(EngineError::Internal(format!("generation panicked: {msg}"))));
-                Outcome::Finished
+                Outcome::Failed
             }
         };
         if let Ok(mut s) = w.stats.lock() {
             match outcome {
-                Outcome::Finished => s.requests_finished += 1,
+                Outcome::Finished => {}
+                Outcome::Failed => s.requests_finished += 1,
                 Outcome::Cancelled { generated } => {
                     s.requests_cancelled += 1;
                     s.last_cancelled_tokens = u64::from(generated);
@@ -223,13 +229,13 @@ impl Worker<'_> {
             cached_tokens: u32::try_from(cached_tokens).unwrap_or(u32::MAX),
             completion_tokens: generated,
         };
+        // Count before the final event, so a consumer that saw `Done` sees the stats too.
         if let Ok(mut s) = self.stats.lock() {
             s.prompt_tokens += (tokens.len() - cached_tokens) as u64;
             s.generated_tokens += u64::from(generated);
+            s.requests_finished += 1;
         }
-        if tx.blocking_send(Ok(TokenEvent::Done { finish_reason, usage, timings })).is_err() {
-            return Ok(Outcome::Cancelled { generated });
-        }
+        let _ = tx.blocking_send(Ok(TokenEvent::Done { finish_reason, usage, timings }));
         Ok(Outcome::Finished)
     }
 }
