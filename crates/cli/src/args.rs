@@ -44,19 +44,19 @@ impl ModelArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct SamplingArgs {
     /// Sampling temperature; 0 picks the most likely token every time (default 0.8).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub temperature: Option<f32>,
     /// Keep only the K most likely tokens (0 = off; default 40).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub top_k: Option<i64>,
     /// Keep the smallest set of tokens whose probabilities add up to P (1 = off; default 0.9).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub top_p: Option<f32>,
     /// Drop tokens less likely than P times the most likely one (0 = off).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub min_p: Option<f32>,
     /// Penalise repeated tokens (1 = off).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub repeat_penalty: Option<f32>,
     /// How many recent tokens the penalties look at (-1 = the whole context; default 64).
     #[arg(long, allow_hyphen_values = true)]
