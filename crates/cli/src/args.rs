@@ -86,9 +86,17 @@ impl SamplingArgs {
             self.min_p,
         )
         .context("invalid sampling option")?;
-        let penalties =
-            Penalties::new(self.repeat_penalty, self.presence_penalty, self.frequency_penalty, self.repeat_last_n)
-                .context("invalid penalty option")?;
-        Ok(SamplingParams { sampling, penalties, seed: self.seed })
+        let penalties = Penalties::new(
+            self.repeat_penalty,
+            self.presence_penalty,
+            self.frequency_penalty,
+            self.repeat_last_n,
+        )
+        .context("invalid penalty option")?;
+        Ok(SamplingParams {
+            sampling,
+            penalties,
+            seed: self.seed,
+        })
     }
 }

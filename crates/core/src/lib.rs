@@ -4,6 +4,7 @@
 //! [`GenerateRequest`], and every engine (llama.cpp in-process, MAX, vLLM, remote OpenAI
 //! servers) answers with a stream of [`TokenEvent`]s. Keeping these types here, free of any
 //! runtime or HTTP dependency, is what lets the dialects stay thin and the engines swappable.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod error;
 mod message;

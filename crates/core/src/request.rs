@@ -33,7 +33,12 @@ pub struct GenerateRequest {
 
 impl GenerateRequest {
     pub fn new(prompt: Prompt) -> Self {
-        Self { prompt, sampling: SamplingParams::default(), stop: StopConditions::default(), cache_prompt: true }
+        Self {
+            prompt,
+            sampling: SamplingParams::default(),
+            stop: StopConditions::default(),
+            cache_prompt: true,
+        }
     }
 
     /// Checks what can be checked without the model (the engine checks the context length).
@@ -45,7 +50,9 @@ impl GenerateRequest {
             _ => {}
         }
         if self.stop.stop.iter().any(String::is_empty) {
-            return Err(ValidationError::Invalid("stop strings must not be empty".into()));
+            return Err(ValidationError::Invalid(
+                "stop strings must not be empty".into(),
+            ));
         }
         if self.stop.max_tokens == Some(0) {
             return Err(ValidationError::OutOfRange {
@@ -64,7 +71,9 @@ mod tests {
 
     #[test]
     fn empty_chat_and_empty_stop_are_rejected() {
-        assert!(GenerateRequest::new(Prompt::Chat(vec![])).validate().is_err());
+        assert!(GenerateRequest::new(Prompt::Chat(vec![]))
+            .validate()
+            .is_err());
         let mut r = GenerateRequest::new(Prompt::Raw("hi".into()));
         assert!(r.validate().is_ok());
         r.stop.stop = vec![String::new()];

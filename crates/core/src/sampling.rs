@@ -10,7 +10,12 @@ pub enum Sampling {
     Greedy,
     /// Sample from the distribution after truncation (top-k, then top-p, then min-p) and
     /// temperature scaling. `None` means that filter is off.
-    Random { temperature: f32, top_k: Option<u32>, top_p: Option<f32>, min_p: Option<f32> },
+    Random {
+        temperature: f32,
+        top_k: Option<u32>,
+        top_p: Option<f32>,
+        min_p: Option<f32>,
+    },
 }
 
 impl Sampling {
@@ -71,7 +76,12 @@ pub struct Penalties {
 
 impl Default for Penalties {
     fn default() -> Self {
-        Self { repeat: 1.0, presence: 0.0, frequency: 0.0, last_n: 64 }
+        Self {
+            repeat: 1.0,
+            presence: 0.0,
+            frequency: 0.0,
+            last_n: 64,
+        }
     }
 }
 
@@ -95,7 +105,13 @@ impl Penalties {
         let presence = presence.unwrap_or(d.presence);
         check_range("presence_penalty", presence, -2.0, 2.0, "between -2 and 2")?;
         let frequency = frequency.unwrap_or(d.frequency);
-        check_range("frequency_penalty", frequency, -2.0, 2.0, "between -2 and 2")?;
+        check_range(
+            "frequency_penalty",
+            frequency,
+            -2.0,
+            2.0,
+            "between -2 and 2",
+        )?;
         let last_n = match last_n {
             None => d.last_n,
             Some(n) if n < -1 => {
@@ -109,7 +125,12 @@ impl Penalties {
             Some(-1) => u32::MAX,
             Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
         };
-        Ok(Self { repeat, presence, frequency, last_n })
+        Ok(Self {
+            repeat,
+            presence,
+            frequency,
+            last_n,
+        })
     }
 
     pub fn is_off(&self) -> bool {
@@ -143,7 +164,11 @@ impl Default for SamplingParams {
 
 impl SamplingParams {
     pub fn greedy() -> Self {
-        Self { sampling: Sampling::Greedy, penalties: Penalties::default(), seed: None }
+        Self {
+            sampling: Sampling::Greedy,
+            penalties: Penalties::default(),
+            seed: None,
+        }
     }
 }
 
@@ -158,7 +183,11 @@ fn check_range(
     if v >= lo && v <= hi {
         Ok(())
     } else {
-        Err(ValidationError::OutOfRange { field, expected, got: v.to_string() })
+        Err(ValidationError::OutOfRange {
+            field,
+            expected,
+            got: v.to_string(),
+        })
     }
 }
 
@@ -168,8 +197,14 @@ mod tests {
 
     #[test]
     fn zero_temperature_is_greedy() {
-        assert_eq!(Sampling::from_knobs(Some(0.0), Some(40), Some(0.9), None), Ok(Sampling::Greedy));
-        assert_eq!(Sampling::from_knobs(Some(0.7), Some(1), None, None), Ok(Sampling::Greedy));
+        assert_eq!(
+            Sampling::from_knobs(Some(0.0), Some(40), Some(0.9), None),
+            Ok(Sampling::Greedy)
+        );
+        assert_eq!(
+            Sampling::from_knobs(Some(0.7), Some(1), None, None),
+            Ok(Sampling::Greedy)
+        );
     }
 
     #[test]
@@ -177,7 +212,12 @@ mod tests {
         let s = Sampling::from_knobs(Some(0.7), Some(0), Some(1.0), Some(0.05)).expect("valid");
         assert_eq!(
             s,
-            Sampling::Random { temperature: 0.7, top_k: None, top_p: None, min_p: Some(0.05) }
+            Sampling::Random {
+                temperature: 0.7,
+                top_k: None,
+                top_p: None,
+                min_p: Some(0.05)
+            }
         );
     }
 

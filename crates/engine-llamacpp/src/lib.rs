@@ -79,7 +79,9 @@ impl Engine for LlamaCppEngine {
     async fn health(&self) -> Health {
         match backend() {
             Ok(_) => Health::Ready,
-            Err(e) => Health::Unavailable { reason: e.to_string() },
+            Err(e) => Health::Unavailable {
+                reason: e.to_string(),
+            },
         }
     }
 

@@ -5,7 +5,9 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use hyperllama_core::{GenerateRequest, Prompt, ValidationError};
-use hyperllama_engine::{ChatTemplate, EngineError, LoadOptions, LoadedModel, ModelInfo, ModelStats, TokenStream};
+use hyperllama_engine::{
+    ChatTemplate, EngineError, LoadOptions, LoadedModel, ModelInfo, ModelStats, TokenStream,
+};
 use hyperllama_gguf::GgufFile;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -36,28 +38,53 @@ pub struct LlamaCppModel {
 
 impl LlamaCppModel {
     /// Checks the file, loads the weights and starts the compute thread. Blocking.
-    pub(crate) fn load(backend: &'static LlamaBackend, options: LoadOptions) -> Result<Self, EngineError> {
+    pub(crate) fn load(
+        backend: &'static LlamaBackend,
+        options: LoadOptions,
+    ) -> Result<Self, EngineError> {
         let path = options.path.as_path();
         let gguf = GgufFile::open(path).map_err(|e| EngineError::Load(e.to_string()))?;
         let arch = gguf.architecture().ok_or_else(|| {
-            EngineError::Load(format!("{} has no general.architecture key", path.display()))
+            EngineError::Load(format!(
+                "{} has no general.architecture key",
+                path.display()
+            ))
         })?;
         if !crate::supports_architecture(arch) {
-            return Err(EngineError::UnsupportedArchitecture { arch: arch.to_string() });
+            return Err(EngineError::UnsupportedArchitecture {
+                arch: arch.to_string(),
+            });
         }
 
-        let gpu_layers = options.gpu_layers.unwrap_or(if crate::LlamaCppEngine::devices().len() > 1 { 999 } else { 0 });
+        let gpu_layers =
+            options
+                .gpu_layers
+                .unwrap_or(if crate::LlamaCppEngine::devices().len() > 1 {
+                    999
+                } else {
+                    0
+                });
         let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
         let t0 = Instant::now();
         let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| {
-            EngineError::Load(format!("llama.cpp could not load {}: {e} (run with RUST_LOG=llama-cpp-2=info for its log)", path.display()))
+            EngineError::Load(format!(
+                "llama.cpp could not load {}: {e} (run with RUST_LOG=llama-cpp-2=info for its log)",
+                path.display()
+            ))
         })?;
         let model = Arc::new(model);
         tracing::info!(path = %path.display(), elapsed_ms = t0.elapsed().as_millis() as u64, "model weights loaded");
 
         let n_ctx_train = model.n_ctx_train();
-        let ctx_size = options.ctx_size.unwrap_or(DEFAULT_CTX.min(n_ctx_train)).max(16);
-        let threads = options.threads.map(|t| t as usize).unwrap_or_else(hyperllama_hw::physical_cores).max(1);
+        let ctx_size = options
+            .ctx_size
+            .unwrap_or(DEFAULT_CTX.min(n_ctx_train))
+            .max(16);
+        let threads = options
+            .threads
+            .map(|t| t as usize)
+            .unwrap_or_else(hyperllama_hw::physical_cores)
+            .max(1);
         let threads = i32::try_from(threads).unwrap_or(1);
         let ctx_params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(ctx_size))
@@ -76,10 +103,11 @@ impl LlamaCppModel {
             None => None,
         };
         let info = ModelInfo {
-            name: gguf
-                .name()
-                .map(str::to_string)
-                .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
+            name: gguf.name().map(str::to_string).unwrap_or_else(|| {
+                path.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            }),
             architecture: arch.to_string(),
             parameter_count: model.n_params(),
             quantization: gguf.quantization(),
@@ -99,12 +127,21 @@ impl LlamaCppModel {
         let thread_stats = stats.clone();
         let worker = std::thread::Builder::new()
             .name(format!("llamacpp-{}", short_name(path)))
-            .spawn(move || worker::run(backend, &thread_model, ctx_params, jobs_rx, ready_tx, thread_stats))
+            .spawn(move || {
+                worker::run(
+                    backend,
+                    &thread_model,
+                    ctx_params,
+                    jobs_rx,
+                    ready_tx,
+                    thread_stats,
+                )
+            })
             .map_err(|e| EngineError::Internal(format!("cannot start the compute thread: {e}")))?;
         let mut info = info;
-        info.loaded_context = ready_rx
-            .recv()
-            .map_err(|_| EngineError::Internal("the compute thread died while creating the context".into()))??;
+        info.loaded_context = ready_rx.recv().map_err(|_| {
+            EngineError::Internal("the compute thread died while creating the context".into())
+        })??;
 
         Ok(Self {
             model,
@@ -120,8 +157,11 @@ impl LlamaCppModel {
 
     fn tokens_for(&self, text: &str) -> Vec<LlamaToken> {
         // A rendered chat template usually writes the BOS token itself; never add a second one.
-        let add_special = self.add_bos && (self.bos_text.is_empty() || !text.starts_with(&self.bos_text));
-        self.model.vocab().tokenize(text.as_bytes(), add_special, true)
+        let add_special =
+            self.add_bos && (self.bos_text.is_empty() || !text.starts_with(&self.bos_text));
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), add_special, true)
     }
 
     fn stop_worker(&self) -> Option<JoinHandle<()>> {
@@ -135,7 +175,9 @@ impl LlamaCppModel {
 }
 
 fn short_name(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().chars().take(20).collect()).unwrap_or_default()
+    path.file_stem()
+        .map(|s| s.to_string_lossy().chars().take(20).collect())
+        .unwrap_or_default()
 }
 
 #[async_trait::async_trait]
@@ -152,14 +194,21 @@ impl LoadedModel for LlamaCppModel {
         match prompt {
             Prompt::Raw(text) => Ok(text.clone()),
             Prompt::Chat(messages) => {
-                let template = self.template.as_ref().ok_or(hyperllama_engine::TemplateError::Missing)?;
+                let template = self
+                    .template
+                    .as_ref()
+                    .ok_or(hyperllama_engine::TemplateError::Missing)?;
                 Ok(template.render(messages, true)?)
             }
         }
     }
 
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError> {
-        Ok(self.tokens_for(text).into_iter().map(|t| t.0 as u32).collect())
+        Ok(self
+            .tokens_for(text)
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect())
     }
 
     async fn generate(&self, request: GenerateRequest) -> Result<TokenStream, EngineError> {
@@ -172,15 +221,26 @@ impl LoadedModel for LlamaCppModel {
         }
         let prompt_tokens = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
         if prompt_tokens >= self.info.loaded_context {
-            return Err(EngineError::PromptTooLong { prompt_tokens, ctx_size: self.info.loaded_context });
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens,
+                ctx_size: self.info.loaded_context,
+            });
         }
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
-        let job = Job { tokens, request, tx, queued_at };
+        let job = Job {
+            tokens,
+            request,
+            tx,
+            queued_at,
+        };
         let sent = self
             .jobs
             .lock()
             .ok()
-            .and_then(|jobs| jobs.as_ref().map(|j| j.send(Command::Generate(Box::new(job))).is_ok()))
+            .and_then(|jobs| {
+                jobs.as_ref()
+                    .map(|j| j.send(Command::Generate(Box::new(job))).is_ok())
+            })
             .unwrap_or(false);
         if !sent {
             return Err(EngineError::Unavailable("the model was unloaded".into()));

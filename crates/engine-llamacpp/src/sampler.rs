@@ -8,11 +8,22 @@ pub(crate) fn build(params: &SamplingParams, n_vocab: i32) -> LlamaSampler {
     let p = params.penalties;
     if !p.is_off() {
         let last_n = i32::try_from(p.last_n).unwrap_or(i32::MAX);
-        chain.push(LlamaSampler::penalties(n_vocab, last_n, p.repeat, p.frequency, p.presence));
+        chain.push(LlamaSampler::penalties(
+            n_vocab,
+            last_n,
+            p.repeat,
+            p.frequency,
+            p.presence,
+        ));
     }
     match params.sampling {
         Sampling::Greedy => chain.push(LlamaSampler::greedy()),
-        Sampling::Random { temperature, top_k, top_p, min_p } => {
+        Sampling::Random {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+        } => {
             if let Some(k) = top_k {
                 chain.push(LlamaSampler::top_k(i32::try_from(k).unwrap_or(i32::MAX)));
             }

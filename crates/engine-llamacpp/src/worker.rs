@@ -38,7 +38,9 @@ enum Outcome {
     Finished,
     /// Ended by an error or panic.
     Failed,
-    Cancelled { generated: u32 },
+    Cancelled {
+        generated: u32,
+    },
 }
 
 struct Worker<'m> {
@@ -63,13 +65,22 @@ pub(crate) fn run(
     let ctx = match model.new_context(backend, params) {
         Ok(ctx) => ctx,
         Err(e) => {
-            let _ = ready.send(Err(EngineError::Load(format!("cannot create a llama.cpp context: {e}"))));
+            let _ = ready.send(Err(EngineError::Load(format!(
+                "cannot create a llama.cpp context: {e}"
+            ))));
             return;
         }
     };
     // llama.cpp pads the context (to a multiple of 256); report the size it really has.
     let n_ctx = ctx.n_ctx();
-    let mut w = Worker { model, ctx, batch: LlamaBatch::new(n_batch, 1), n_batch, cached: Vec::new(), stats };
+    let mut w = Worker {
+        model,
+        ctx,
+        batch: LlamaBatch::new(n_batch, 1),
+        n_batch,
+        cached: Vec::new(),
+        stats,
+    };
     let _ = ready.send(Ok(n_ctx));
 
     while let Ok(Command::Generate(job)) = jobs.recv() {
@@ -91,7 +102,9 @@ pub(crate) fn run(
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
                 tracing::error!(%msg, "generation panicked");
-                let _ = tx.blocking_send(Err(EngineError::Internal(format!("generation panicked: {msg}"))));
+                let _ = tx.blocking_send(Err(EngineError::Internal(format!(
+                    "generation panicked: {msg}"
+                ))));
                 Outcome::Failed
             }
         };
@@ -119,7 +132,15 @@ impl Worker<'_> {
     /// of `tokens` are already in the cache. At least one token is always left to evaluate,
     /// since sampling needs fresh logits.
     fn reuse_prefix(&mut self, tokens: &[LlamaToken], enabled: bool) -> usize {
-        let mut common = if enabled { self.cached.iter().zip(tokens).take_while(|(a, b)| a == b).count() } else { 0 };
+        let mut common = if enabled {
+            self.cached
+                .iter()
+                .zip(tokens)
+                .take_while(|(a, b)| a == b)
+                .count()
+        } else {
+            0
+        };
         common = common.min(tokens.len().saturating_sub(1));
         let keep = u32::try_from(common).unwrap_or(0);
         if common == 0 || self.ctx.kv_cache_seq_rm(0, Some(keep), None).is_err() {
@@ -135,7 +156,12 @@ impl Worker<'_> {
     }
 
     fn generate(&mut self, job: Job) -> Result<Outcome, EngineError> {
-        let Job { tokens, request, tx, queued_at } = job;
+        let Job {
+            tokens,
+            request,
+            tx,
+            queued_at,
+        } = job;
         let started = Instant::now();
         let queue = started - queued_at;
         if tx.is_closed() {
@@ -150,7 +176,9 @@ impl Worker<'_> {
             self.batch.clear();
             for (i, &t) in chunk.iter().enumerate() {
                 let p = pos + i;
-                self.batch.add(t, p as i32, &[0], p == last).map_err(Self::decode_error)?;
+                self.batch
+                    .add(t, p as i32, &[0], p == last)
+                    .map_err(Self::decode_error)?;
             }
             if let Err(e) = self.ctx.decode(&mut self.batch) {
                 self.reset_cache();
@@ -184,7 +212,10 @@ impl Worker<'_> {
             generated += 1;
             let piece = vocab.token_to_piece(token, false, None);
             let step = stop.push(&decoder.push(&piece));
-            let event = TokenEvent::Token { id: token.0 as u32, text: step.emit };
+            let event = TokenEvent::Token {
+                id: token.0 as u32,
+                text: step.emit,
+            };
             if tx.blocking_send(Ok(event)).is_err() {
                 return Ok(Outcome::Cancelled { generated });
             }
@@ -199,7 +230,9 @@ impl Worker<'_> {
                 return Ok(Outcome::Cancelled { generated });
             }
             self.batch.clear();
-            self.batch.add(token, pos as i32, &[0], true).map_err(Self::decode_error)?;
+            self.batch
+                .add(token, pos as i32, &[0], true)
+                .map_err(Self::decode_error)?;
             if let Err(e) = self.ctx.decode(&mut self.batch) {
                 self.reset_cache();
                 return Err(Self::decode_error(e));
@@ -223,7 +256,11 @@ impl Worker<'_> {
 
         let end = Instant::now();
         let first = first_token_at.unwrap_or(end);
-        let timings = Timings { queue, prompt_eval: first - started, eval: end - first };
+        let timings = Timings {
+            queue,
+            prompt_eval: first - started,
+            eval: end - first,
+        };
         let usage = Usage {
             prompt_tokens: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
             cached_tokens: u32::try_from(cached_tokens).unwrap_or(u32::MAX),
@@ -235,7 +272,11 @@ impl Worker<'_> {
             s.generated_tokens += u64::from(generated);
             s.requests_finished += 1;
         }
-        let _ = tx.blocking_send(Ok(TokenEvent::Done { finish_reason, usage, timings }));
+        let _ = tx.blocking_send(Ok(TokenEvent::Done {
+            finish_reason,
+            usage,
+            timings,
+        }));
         Ok(Outcome::Finished)
     }
 }

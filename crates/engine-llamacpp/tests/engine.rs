@@ -14,8 +14,22 @@ const LONG: &str = "Write a long essay about the history of the Roman Empire.";
 #[tokio::test]
 async fn greedy_generation_is_deterministic_and_coherent() {
     let model = load().await;
-    let a = run(model.as_ref(), greedy(chat("What is the capital of France? Answer in one sentence."), 24)).await;
-    let b = run(model.as_ref(), greedy(chat("What is the capital of France? Answer in one sentence."), 24)).await;
+    let a = run(
+        model.as_ref(),
+        greedy(
+            chat("What is the capital of France? Answer in one sentence."),
+            24,
+        ),
+    )
+    .await;
+    let b = run(
+        model.as_ref(),
+        greedy(
+            chat("What is the capital of France? Answer in one sentence."),
+            24,
+        ),
+    )
+    .await;
     assert_eq!(a.text, b.text);
     assert_eq!(a.ids, b.ids);
     assert!(a.text.contains("Paris"), "{:?}", a.text);
@@ -35,7 +49,11 @@ async fn prefix_reuse_gives_the_same_output_as_a_cold_run() {
     assert_eq!(a.ids, b.ids);
     // A prompt that shares only the system prefix reuses that part.
     let c = run(model.as_ref(), greedy(chat("Something else entirely"), 4)).await;
-    assert!(c.usage.cached_tokens > 5 && c.usage.cached_tokens < c.usage.prompt_tokens, "{:?}", c.usage);
+    assert!(
+        c.usage.cached_tokens > 5 && c.usage.cached_tokens < c.usage.prompt_tokens,
+        "{:?}",
+        c.usage
+    );
 }
 
 #[tokio::test]
@@ -81,7 +99,11 @@ async fn chat_template_is_applied_as_the_model_was_trained() {
     let via_template = run(model.as_ref(), greedy(prompt, 12)).await;
     let via_raw = run(model.as_ref(), greedy(Prompt::Raw(by_hand.into()), 12)).await;
     assert_eq!(via_template.ids, via_raw.ids);
-    assert!(model.info().chat_template.as_deref().is_some_and(|t| t.contains("<|im_start|>")));
+    assert!(model
+        .info()
+        .chat_template
+        .as_deref()
+        .is_some_and(|t| t.contains("<|im_start|>")));
 }
 
 #[tokio::test]
@@ -99,7 +121,12 @@ async fn same_seed_same_sample() {
     let sampled = |seed| {
         let mut r = greedy(chat("Tell me a story about a dragon."), 24);
         r.sampling = SamplingParams {
-            sampling: Sampling::Random { temperature: 1.0, top_k: Some(40), top_p: Some(0.95), min_p: None },
+            sampling: Sampling::Random {
+                temperature: 1.0,
+                top_k: Some(40),
+                top_p: Some(0.95),
+                min_p: None,
+            },
             seed: Some(seed),
             ..SamplingParams::default()
         };
@@ -133,7 +160,11 @@ async fn dropping_the_stream_cancels_the_work() {
     // The compute thread notices within a token and records the cancellation.
     let deadline = Instant::now() + Duration::from_secs(20);
     while model.stats().requests_cancelled == 0 {
-        assert!(Instant::now() < deadline, "cancellation not observed: {:?}", model.stats());
+        assert!(
+            Instant::now() < deadline,
+            "cancellation not observed: {:?}",
+            model.stats()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let stats = model.stats();
@@ -148,7 +179,12 @@ async fn dropping_the_stream_cancels_the_work() {
 
 #[tokio::test]
 async fn prompt_longer_than_context_is_rejected_before_streaming() {
-    let model = load_with(LoadOptions { path: model_path(), ctx_size: Some(64), ..LoadOptions::default() }).await;
+    let model = load_with(LoadOptions {
+        path: model_path(),
+        ctx_size: Some(64),
+        ..LoadOptions::default()
+    })
+    .await;
     let long = "word ".repeat(400);
     let err = match model.generate(greedy(Prompt::Raw(long), 4)).await {
         Err(e) => e,
@@ -156,21 +192,34 @@ async fn prompt_longer_than_context_is_rejected_before_streaming() {
     };
     // llama.cpp pads the context to a multiple of 256; the error names the real size.
     let ctx = model.info().loaded_context;
-    assert!(ctx >= 64 && ctx < 400, "{ctx}");
-    assert!(matches!(err, EngineError::PromptTooLong { ctx_size, .. } if ctx_size == ctx), "{err}");
+    assert!((64..400).contains(&ctx), "{ctx}");
+    assert!(
+        matches!(err, EngineError::PromptTooLong { ctx_size, .. } if ctx_size == ctx),
+        "{err}"
+    );
     assert!(err.is_client_error());
 }
 
 #[tokio::test]
 async fn generation_at_the_context_limit_ends_with_length() {
-    let model = load_with(LoadOptions { path: model_path(), ctx_size: Some(64), ..LoadOptions::default() }).await;
+    let model = load_with(LoadOptions {
+        path: model_path(),
+        ctx_size: Some(64),
+        ..LoadOptions::default()
+    })
+    .await;
     let mut req = greedy(chat(LONG), 1000);
     req.stop.ignore_eos = true;
     let out = run(model.as_ref(), req).await;
     assert_eq!(out.finish, FinishReason::Length);
     // Every position of the context is used; the last sampled token needs no slot.
     let ctx = model.info().loaded_context;
-    assert_eq!(out.usage.prompt_tokens + out.usage.completion_tokens, ctx + 1, "{:?}", out.usage);
+    assert_eq!(
+        out.usage.prompt_tokens + out.usage.completion_tokens,
+        ctx + 1,
+        "{:?}",
+        out.usage
+    );
 }
 
 #[tokio::test]
@@ -182,13 +231,21 @@ async fn model_info_comes_from_the_gguf() {
     assert_eq!(info.embedding_length, 576);
     assert_eq!(info.loaded_context, 1024);
     assert!(info.context_length >= 2048);
-    assert!((100_000_000..200_000_000).contains(&info.parameter_count), "{}", info.parameter_count);
+    assert!(
+        (100_000_000..200_000_000).contains(&info.parameter_count),
+        "{}",
+        info.parameter_count
+    );
 }
 
 #[tokio::test]
 async fn unloaded_model_refuses_work() {
     let model = load().await;
     model.unload().await.expect("unloads");
-    let err = model.generate(greedy(chat("hi"), 2)).await.err().expect("refused");
+    let err = model
+        .generate(greedy(chat("hi"), 2))
+        .await
+        .err()
+        .expect("refused");
     assert!(matches!(err, EngineError::Unavailable(_)), "{err}");
 }

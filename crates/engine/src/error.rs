@@ -38,7 +38,9 @@ impl EngineError {
     pub fn is_client_error(&self) -> bool {
         matches!(
             self,
-            EngineError::Validation(_) | EngineError::PromptTooLong { .. } | EngineError::Template(_)
+            EngineError::Validation(_)
+                | EngineError::PromptTooLong { .. }
+                | EngineError::Template(_)
         )
     }
 }

@@ -11,6 +11,7 @@
 //! The text plumbing that every tokenizer-owning engine needs lives here too, engine-neutral:
 //! [`Utf8Decoder`] (never split a character), [`StopMatcher`] (stop strings are never
 //! emitted), and [`ChatTemplate`] (the model's own Jinja chat template, rendered with minijinja).
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod detok;
 mod error;

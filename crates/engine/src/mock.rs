@@ -11,7 +11,8 @@ use std::time::Duration;
 use hyperllama_core::{FinishReason, GenerateRequest, Prompt, Timings, TokenEvent, Usage};
 
 use crate::{
-    EngineError, EngineInfo, Health, LoadOptions, LoadedModel, ModelInfo, ModelStats, StopMatcher, TokenStream,
+    EngineError, EngineInfo, Health, LoadOptions, LoadedModel, ModelInfo, ModelStats, StopMatcher,
+    TokenStream,
 };
 
 #[derive(Debug, Default)]
@@ -20,7 +21,12 @@ pub struct MockEngine;
 #[async_trait::async_trait]
 impl crate::Engine for MockEngine {
     fn info(&self) -> EngineInfo {
-        EngineInfo { id: "mock", version: "0".into(), formats: vec!["mock"], devices: vec!["cpu".into()] }
+        EngineInfo {
+            id: "mock",
+            version: "0".into(),
+            formats: vec!["mock"],
+            devices: vec!["cpu".into()],
+        }
     }
     async fn health(&self) -> Health {
         Health::Ready
@@ -63,11 +69,18 @@ impl LoadedModel for MockModel {
     fn render_prompt(&self, prompt: &Prompt) -> Result<String, EngineError> {
         Ok(match prompt {
             Prompt::Raw(s) => s.clone(),
-            Prompt::Chat(m) => m.iter().map(|m| format!("{}: {}\n", m.role.as_str(), m.content)).collect(),
+            Prompt::Chat(m) => m
+                .iter()
+                .map(|m| format!("{}: {}\n", m.role.as_str(), m.content))
+                .collect(),
         })
     }
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError> {
-        Ok(text.split_whitespace().enumerate().map(|(i, _)| i as u32).collect())
+        Ok(text
+            .split_whitespace()
+            .enumerate()
+            .map(|(i, _)| i as u32)
+            .collect())
     }
     async fn generate(&self, request: GenerateRequest) -> Result<TokenStream, EngineError> {
         request.validate()?;
@@ -75,10 +88,17 @@ impl LoadedModel for MockModel {
         let words: Vec<String> = text.split_whitespace().map(|w| format!("{w} ")).collect();
         let prompt_tokens = words.len() as u32;
         if prompt_tokens >= self.info.loaded_context {
-            return Err(EngineError::PromptTooLong { prompt_tokens, ctx_size: self.info.loaded_context });
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens,
+                ctx_size: self.info.loaded_context,
+            });
         }
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let (per_token, cancelled, finished) = (self.per_token, self.cancelled.clone(), self.finished.clone());
+        let (per_token, cancelled, finished) = (
+            self.per_token,
+            self.cancelled.clone(),
+            self.finished.clone(),
+        );
         tokio::spawn(async move {
             let mut stop = StopMatcher::new(&request.stop.stop);
             let max = request.stop.max_tokens.unwrap_or(u32::MAX) as usize;
@@ -92,7 +112,14 @@ impl LoadedModel for MockModel {
                 tokio::time::sleep(per_token).await;
                 n += 1;
                 let step = stop.push(w);
-                if tx.send(Ok(TokenEvent::Token { id: i as u32, text: step.emit })).await.is_err() {
+                if tx
+                    .send(Ok(TokenEvent::Token {
+                        id: i as u32,
+                        text: step.emit,
+                    }))
+                    .await
+                    .is_err()
+                {
                     cancelled.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
@@ -100,8 +127,16 @@ impl LoadedModel for MockModel {
                     break;
                 }
             }
-            let usage = Usage { prompt_tokens, cached_tokens: 0, completion_tokens: n };
-            let done = TokenEvent::Done { finish_reason: reason, usage, timings: Timings::default() };
+            let usage = Usage {
+                prompt_tokens,
+                cached_tokens: 0,
+                completion_tokens: n,
+            };
+            let done = TokenEvent::Done {
+                finish_reason: reason,
+                usage,
+                timings: Timings::default(),
+            };
             let _ = tx.send(Ok(done)).await;
             finished.fetch_add(1, Ordering::Relaxed);
         });
@@ -129,7 +164,10 @@ mod tests {
         assert_eq!(events.len(), 4);
         assert!(matches!(
             events.last(),
-            Some(Ok(TokenEvent::Done { finish_reason: FinishReason::Length, .. }))
+            Some(Ok(TokenEvent::Done {
+                finish_reason: FinishReason::Length,
+                ..
+            }))
         ));
 
         let mut req = GenerateRequest::new(Prompt::Raw("a b c d e".into()));

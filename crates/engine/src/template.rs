@@ -25,7 +25,9 @@ pub struct ChatTemplate {
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate").field("source", &self.source).finish_non_exhaustive()
+        f.debug_struct("ChatTemplate")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
     }
 }
 
@@ -54,7 +56,12 @@ impl ChatTemplate {
         });
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| TemplateError::Syntax(e.to_string()))?;
-        Ok(Self { env, bos_token: bos_token.into(), eos_token: eos_token.into(), source: source.to_string() })
+        Ok(Self {
+            env,
+            bos_token: bos_token.into(),
+            eos_token: eos_token.into(),
+            source: source.to_string(),
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -62,10 +69,22 @@ impl ChatTemplate {
     }
 
     /// Renders `messages`, ending with the assistant's turn opener when `add_generation_prompt`.
-    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, TemplateError> {
-        let msgs: Vec<TemplateMessage<'_>> =
-            messages.iter().map(|m| TemplateMessage { role: m.role.as_str(), content: &m.content }).collect();
-        let tmpl = self.env.get_template("chat").map_err(|e| TemplateError::Syntax(e.to_string()))?;
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, TemplateError> {
+        let msgs: Vec<TemplateMessage<'_>> = messages
+            .iter()
+            .map(|m| TemplateMessage {
+                role: m.role.as_str(),
+                content: &m.content,
+            })
+            .collect();
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| TemplateError::Syntax(e.to_string()))?;
         tmpl.render(minijinja::context! {
             messages => msgs,
             add_generation_prompt => add_generation_prompt,
@@ -74,7 +93,10 @@ impl ChatTemplate {
         })
         .map_err(|e| {
             // Prefer the template's own words (raise_exception) over minijinja's wrapper.
-            let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.to_string());
+            let detail = e
+                .detail()
+                .map(str::to_string)
+                .unwrap_or_else(|| e.to_string());
             TemplateError::Render(detail)
         })
     }
@@ -95,7 +117,9 @@ fn today() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     format!("{d:02} {} {y}", MONTHS[(m - 1) as usize])
 }
 
@@ -110,12 +134,18 @@ mod tests {
     }
 
     fn convo() -> Vec<Message> {
-        vec![Message::system("Be brief."), Message::user("Hi!"), Message::assistant("Hello."), Message::user("2+2?")]
+        vec![
+            Message::system("Be brief."),
+            Message::user("Hi!"),
+            Message::assistant("Hello."),
+            Message::user("2+2?"),
+        ]
     }
 
     #[test]
     fn smollm2_chatml() {
-        let t = ChatTemplate::new(&fixture("smollm2.jinja"), "<|im_start|>", "<|im_end|>").expect("compiles");
+        let t = ChatTemplate::new(&fixture("smollm2.jinja"), "<|im_start|>", "<|im_end|>")
+            .expect("compiles");
         let out = t.render(&convo(), true).expect("renders");
         assert_eq!(
             out,
@@ -133,8 +163,11 @@ mod tests {
 
     #[test]
     fn llama3_headers_and_bos() {
-        let t = ChatTemplate::new(&fixture("llama3.jinja"), "<|begin_of_text|>", "<|eot_id|>").expect("compiles");
-        let out = t.render(&[Message::system("S "), Message::user(" Q")], true).expect("renders");
+        let t = ChatTemplate::new(&fixture("llama3.jinja"), "<|begin_of_text|>", "<|eot_id|>")
+            .expect("compiles");
+        let out = t
+            .render(&[Message::system("S "), Message::user(" Q")], true)
+            .expect("renders");
         assert_eq!(
             out,
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>\
@@ -146,20 +179,39 @@ mod tests {
     fn mistral_inst_and_alternation_error() {
         let t = ChatTemplate::new(&fixture("mistral.jinja"), "<s>", "</s>").expect("compiles");
         let out = t
-            .render(&[Message::user("Hi"), Message::assistant("Hey"), Message::user("Bye")], true)
+            .render(
+                &[
+                    Message::user("Hi"),
+                    Message::assistant("Hey"),
+                    Message::user("Bye"),
+                ],
+                true,
+            )
             .expect("renders");
         assert_eq!(out, "<s>[INST] Hi [/INST]Hey</s>[INST] Bye [/INST]");
-        let err = t.render(&[Message::user("a"), Message::user("b")], true).unwrap_err();
+        let err = t
+            .render(&[Message::user("a"), Message::user("b")], true)
+            .unwrap_err();
         assert!(err.to_string().contains("alternate"), "{err}");
     }
 
     #[test]
     fn gemma_python_methods_and_role_rename() {
         let t = ChatTemplate::new(&fixture("gemma.jinja"), "<bos>", "<eos>").expect("compiles");
-        let out = t.render(&[Message::user("  Hi  "), Message::assistant("Yo")], false).expect("renders");
-        assert_eq!(out, "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nYo<end_of_turn>\n");
-        let err = t.render(&[Message::system("x"), Message::user("y")], true).unwrap_err();
-        assert!(err.to_string().contains("System role not supported"), "{err}");
+        let out = t
+            .render(&[Message::user("  Hi  "), Message::assistant("Yo")], false)
+            .expect("renders");
+        assert_eq!(
+            out,
+            "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nYo<end_of_turn>\n"
+        );
+        let err = t
+            .render(&[Message::system("x"), Message::user("y")], true)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("System role not supported"),
+            "{err}"
+        );
     }
 
     #[test]

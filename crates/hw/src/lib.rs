@@ -46,24 +46,47 @@ pub fn detect() -> Hardware {
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
     sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
-    let model = sys.cpus().first().map(|c| c.brand().trim().to_string()).unwrap_or_default();
-    let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let model = sys
+        .cpus()
+        .first()
+        .map(|c| c.brand().trim().to_string())
+        .unwrap_or_default();
+    let logical = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     Hardware {
-        os: format!("{} {}", sysinfo::System::name().unwrap_or_default(), sysinfo::System::os_version().unwrap_or_default())
-            .trim()
-            .to_string(),
+        os: format!(
+            "{} {}",
+            sysinfo::System::name().unwrap_or_default(),
+            sysinfo::System::os_version().unwrap_or_default()
+        )
+        .trim()
+        .to_string(),
         arch: std::env::consts::ARCH.to_string(),
-        cpu: Cpu { model, physical_cores: physical_cores(), logical_cores: logical, features: simd_features() },
-        memory: Memory { total_bytes: sys.total_memory(), available_bytes: sys.available_memory() },
+        cpu: Cpu {
+            model,
+            physical_cores: physical_cores(),
+            logical_cores: logical,
+            features: simd_features(),
+        },
+        memory: Memory {
+            total_bytes: sys.total_memory(),
+            available_bytes: sys.available_memory(),
+        },
         gpus: gpus(),
     }
 }
 
 /// Physical cores (not hyper-threads): llama.cpp runs fastest with one thread per core.
 pub fn physical_cores() -> usize {
-    let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let logical = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     // Respect a CPU quota/affinity smaller than the machine (containers).
-    sysinfo::System::new().physical_core_count().unwrap_or(logical).clamp(1, logical)
+    sysinfo::System::new()
+        .physical_core_count()
+        .unwrap_or(logical)
+        .clamp(1, logical)
 }
 
 /// Available memory in bytes (for load-time checks).
@@ -81,7 +104,19 @@ fn simd_features() -> Vec<&'static str> {
         macro_rules! check {
             ($($name:tt),*) => { $( if std::arch::is_x86_feature_detected!($name) { f.push($name); } )* };
         }
-        check!("sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512bf16", "avxvnni");
+        check!(
+            "sse4.2",
+            "avx",
+            "avx2",
+            "fma",
+            "f16c",
+            "avx512f",
+            "avx512bw",
+            "avx512vl",
+            "avx512vnni",
+            "avx512bf16",
+            "avxvnni"
+        );
     }
     #[cfg(target_arch = "aarch64")]
     {
@@ -99,14 +134,22 @@ fn gpus() -> Vec<Gpu> {
         out = nvidia_proc();
     }
     if cfg!(all(target_os = "macos", target_arch = "aarch64")) {
-        out.push(Gpu { vendor: "apple", name: "Apple silicon GPU (Metal)".into(), memory_bytes: None, source: "metal" });
+        out.push(Gpu {
+            vendor: "apple",
+            name: "Apple silicon GPU (Metal)".into(),
+            memory_bytes: None,
+            source: "metal",
+        });
     }
     out
 }
 
 fn nvidia_smi() -> Vec<Gpu> {
     let Ok(o) = std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=name,memory.total", "--format=csv,noheader,nounits"])
+        .args([
+            "--query-gpu=name,memory.total",
+            "--format=csv,noheader,nounits",
+        ])
         .output()
     else {
         return Vec::new();
@@ -129,12 +172,23 @@ fn nvidia_smi() -> Vec<Gpu> {
 }
 
 fn nvidia_proc() -> Vec<Gpu> {
-    let Ok(dir) = std::fs::read_dir("/proc/driver/nvidia/gpus") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc/driver/nvidia/gpus") else {
+        return Vec::new();
+    };
     dir.flatten()
         .filter_map(|e| {
             let info = std::fs::read_to_string(e.path().join("information")).ok()?;
-            let name = info.lines().find_map(|l| l.strip_prefix("Model:"))?.trim().to_string();
-            Some(Gpu { vendor: "nvidia", name, memory_bytes: None, source: "/proc/driver/nvidia" })
+            let name = info
+                .lines()
+                .find_map(|l| l.strip_prefix("Model:"))?
+                .trim()
+                .to_string();
+            Some(Gpu {
+                vendor: "nvidia",
+                name,
+                memory_bytes: None,
+                source: "/proc/driver/nvidia",
+            })
         })
         .collect()
 }
