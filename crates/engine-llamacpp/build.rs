@@ -1,7 +1,6 @@
 // Records the pinned llama-cpp-2 version (from Cargo.lock) for `hyperllama info`.
 fn main() {
-    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock"))
-        .unwrap_or_default();
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock")).unwrap_or_default();
     let mut version = "unknown".to_string();
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {

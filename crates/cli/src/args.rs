@@ -79,24 +79,12 @@ impl SamplingArgs {
             Sampling::Random { top_k, top_p, .. } => (top_k, top_p),
             Sampling::Greedy => (None, None),
         };
-        let sampling = Sampling::from_knobs(
-            self.temperature,
-            self.top_k.or(dk.map(i64::from)),
-            self.top_p.or(dp),
-            self.min_p,
-        )
-        .context("invalid sampling option")?;
-        let penalties = Penalties::new(
-            self.repeat_penalty,
-            self.presence_penalty,
-            self.frequency_penalty,
-            self.repeat_last_n,
-        )
-        .context("invalid penalty option")?;
-        Ok(SamplingParams {
-            sampling,
-            penalties,
-            seed: self.seed,
-        })
+        let sampling =
+            Sampling::from_knobs(self.temperature, self.top_k.or(dk.map(i64::from)), self.top_p.or(dp), self.min_p)
+                .context("invalid sampling option")?;
+        let penalties =
+            Penalties::new(self.repeat_penalty, self.presence_penalty, self.frequency_penalty, self.repeat_last_n)
+                .context("invalid penalty option")?;
+        Ok(SamplingParams { sampling, penalties, seed: self.seed })
     }
 }

@@ -14,20 +14,13 @@ pub fn available() -> Vec<Arc<dyn Engine>> {
 
 /// The engine that would serve `path`, and why.
 pub fn choose(path: &Path) -> (Option<EngineInfo>, String) {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
     if ext == "gguf" {
         match hyperllama_gguf::GgufFile::open(path) {
             Ok(g) => {
                 let arch = g.architecture().unwrap_or("unknown").to_string();
                 if hyperllama_engine_llamacpp::supports_architecture(&arch) {
-                    let why = format!(
-                        "GGUF ({}, {arch}) -> llama.cpp, the default for GGUF",
-                        g.quantization()
-                    );
+                    let why = format!("GGUF ({}, {arch}) -> llama.cpp, the default for GGUF", g.quantization());
                     (Some(LlamaCppEngine::new().info()), why)
                 } else {
                     (None, format!("GGUF with architecture {arch:?}, which this llama.cpp build does not support"))
@@ -36,13 +29,7 @@ pub fn choose(path: &Path) -> (Option<EngineInfo>, String) {
             Err(e) => (None, e.to_string()),
         }
     } else {
-        (
-            None,
-            format!(
-                "{}: only GGUF models are supported by the engines in this build",
-                path.display()
-            ),
-        )
+        (None, format!("{}: only GGUF models are supported by the engines in this build", path.display()))
     }
 }
 
@@ -50,8 +37,5 @@ pub fn choose(path: &Path) -> (Option<EngineInfo>, String) {
 pub async fn load(options: LoadOptions) -> anyhow::Result<Arc<dyn LoadedModel>> {
     let engine = LlamaCppEngine::new();
     let path = options.path.clone();
-    engine
-        .load(options)
-        .await
-        .with_context(|| format!("loading {}", path.display()))
+    engine.load(options).await.with_context(|| format!("loading {}", path.display()))
 }

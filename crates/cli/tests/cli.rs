@@ -9,27 +9,17 @@ fn model() -> PathBuf {
     }
     let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
         .join(".cache/hyperllama/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "test model missing: run scripts/fetch-model.sh or set HYPERLLAMA_TEST_MODEL"
-    );
+    assert!(p.exists(), "test model missing: run scripts/fetch-model.sh or set HYPERLLAMA_TEST_MODEL");
     p
 }
 
 fn hyperllama(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hyperllama"))
-        .args(args)
-        .output()
-        .expect("binary runs")
+    Command::new(env!("CARGO_BIN_EXE_hyperllama")).args(args).output().expect("binary runs")
 }
 
 fn ok_stdout(args: &[&str]) -> String {
     let out = hyperllama(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
@@ -44,60 +34,24 @@ const LONG: &str = "Write a long essay about the history of the Roman Empire.";
 
 #[test]
 fn info_json_reports_hardware_and_engines() {
-    let v: serde_json::Value =
-        serde_json::from_str(&ok_stdout(&["info", "--json"])).expect("valid JSON");
-    assert!(
-        v["hardware"]["cpu"]["physical_cores"]
-            .as_u64()
-            .expect("cores")
-            > 0
-    );
-    assert!(
-        v["hardware"]["cpu"]["logical_cores"]
-            .as_u64()
-            .expect("cores")
-            > 0
-    );
-    assert!(
-        v["hardware"]["memory"]["total_bytes"]
-            .as_u64()
-            .expect("ram")
-            > 0
-    );
-    assert!(
-        v["hardware"]["memory"]["available_bytes"]
-            .as_u64()
-            .expect("ram")
-            > 0
-    );
-    assert!(v["engines"]
-        .as_array()
-        .expect("engines")
-        .iter()
-        .any(|e| e["id"] == "llamacpp"));
+    let v: serde_json::Value = serde_json::from_str(&ok_stdout(&["info", "--json"])).expect("valid JSON");
+    assert!(v["hardware"]["cpu"]["physical_cores"].as_u64().expect("cores") > 0);
+    assert!(v["hardware"]["cpu"]["logical_cores"].as_u64().expect("cores") > 0);
+    assert!(v["hardware"]["memory"]["total_bytes"].as_u64().expect("ram") > 0);
+    assert!(v["hardware"]["memory"]["available_bytes"].as_u64().expect("ram") > 0);
+    assert!(v["engines"].as_array().expect("engines").iter().any(|e| e["id"] == "llamacpp"));
     assert_eq!(v["default_gguf_engine"], "llamacpp");
 }
 
 #[test]
 fn info_explains_the_choice_for_a_model() {
     let m = model();
-    let v: serde_json::Value = serde_json::from_str(&ok_stdout(&[
-        "info",
-        "--json",
-        "--model",
-        m.to_str().expect("path"),
-    ]))
-    .expect("JSON");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok_stdout(&["info", "--json", "--model", m.to_str().expect("path")])).expect("JSON");
     assert_eq!(v["model"]["engine"], "llamacpp");
-    assert!(v["model"]["reason"]
-        .as_str()
-        .expect("reason")
-        .contains("Q4_1"));
+    assert!(v["model"]["reason"].as_str().expect("reason").contains("Q4_1"));
     let text = ok_stdout(&["info"]);
-    assert!(
-        text.contains("Cores:") && text.contains("llamacpp"),
-        "{text}"
-    );
+    assert!(text.contains("Cores:") && text.contains("llamacpp"), "{text}");
 }
 
 #[test]
@@ -110,33 +64,18 @@ fn greedy_generation_is_deterministic_across_processes() {
 
 #[test]
 fn json_output_and_exact_max_tokens() {
-    let v: serde_json::Value = serde_json::from_str(&generate(&[
-        LONG,
-        "--temperature",
-        "0",
-        "--max-tokens",
-        "9",
-        "--json",
-    ]))
-    .expect("JSON");
+    let v: serde_json::Value =
+        serde_json::from_str(&generate(&[LONG, "--temperature", "0", "--max-tokens", "9", "--json"])).expect("JSON");
     assert_eq!(v["eval_count"], 9);
     assert_eq!(v["done_reason"], "length");
     assert!(v["prompt_eval_count"].as_u64().expect("count") > 10);
-    for key in [
-        "load_duration",
-        "prompt_eval_duration",
-        "eval_duration",
-        "total_duration",
-    ] {
+    for key in ["load_duration", "prompt_eval_duration", "eval_duration", "total_duration"] {
         assert!(v[key].as_u64().expect(key) > 0, "{key}");
     }
     assert!(v["tokens_per_second"].as_f64().expect("tps") > 0.0);
     // --json gives the same text the stream would print.
     let streamed = generate(&[LONG, "--temperature", "0", "--max-tokens", "9"]);
-    assert_eq!(
-        streamed.trim_end_matches('\n'),
-        v["response"].as_str().expect("response")
-    );
+    assert_eq!(streamed.trim_end_matches('\n'), v["response"].as_str().expect("response"));
 }
 
 #[test]
@@ -152,50 +91,20 @@ fn stop_string_is_not_printed() {
 
 #[test]
 fn same_seed_same_text() {
-    let a = generate(&[
-        "Tell me a story.",
-        "--seed",
-        "11",
-        "--temperature",
-        "1",
-        "-n",
-        "16",
-    ]);
-    let b = generate(&[
-        "Tell me a story.",
-        "--seed",
-        "11",
-        "--temperature",
-        "1",
-        "-n",
-        "16",
-    ]);
+    let a = generate(&["Tell me a story.", "--seed", "11", "--temperature", "1", "-n", "16"]);
+    let b = generate(&["Tell me a story.", "--seed", "11", "--temperature", "1", "-n", "16"]);
     assert_eq!(a, b);
 }
 
 #[test]
 fn raw_and_system_prompts() {
     // --raw skips the template: the model just continues the text.
-    let raw = generate(&[
-        "The capital of France is",
-        "--raw",
-        "--temperature",
-        "0",
-        "-n",
-        "4",
-    ]);
+    let raw = generate(&["The capital of France is", "--raw", "--temperature", "0", "-n", "4"]);
     assert!(raw.contains("Paris"), "{raw:?}");
     // A system message changes the rendered prompt, hence the greedy answer.
     let plain = generate(&["Who are you?", "--temperature", "0", "-n", "12"]);
-    let pirate = generate(&[
-        "Who are you?",
-        "--system",
-        "You are a pirate named Bob.",
-        "--temperature",
-        "0",
-        "-n",
-        "12",
-    ]);
+    let pirate =
+        generate(&["Who are you?", "--system", "You are a pirate named Bob.", "--temperature", "0", "-n", "12"]);
     assert_ne!(plain, pirate);
 }
 
@@ -204,26 +113,12 @@ fn prompt_from_stdin() {
     use std::io::Write;
     let m = model();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hyperllama"))
-        .args([
-            "generate",
-            m.to_str().expect("path"),
-            "-",
-            "--raw",
-            "--temperature",
-            "0",
-            "-n",
-            "4",
-        ])
+        .args(["generate", m.to_str().expect("path"), "-", "--raw", "--temperature", "0", "-n", "4"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"The capital of France is")
-        .expect("write");
+    child.stdin.take().expect("stdin").write_all(b"The capital of France is").expect("write");
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Paris"));
@@ -233,10 +128,7 @@ fn assert_fails_with(args: &[&str], needle: &str) {
     let out = hyperllama(args);
     assert!(!out.status.success(), "{args:?} succeeded");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(needle),
-        "{args:?}: stderr {err:?} lacks {needle:?}"
-    );
+    assert!(err.contains(needle), "{args:?}: stderr {err:?} lacks {needle:?}");
     assert_eq!(err.trim_end().lines().count(), 1, "one clear line: {err:?}");
     assert!(out.stdout.is_empty());
 }
@@ -251,18 +143,9 @@ fn bad_model_files_fail_with_one_clear_line() {
     std::fs::write(&truncated, &bytes[..bytes.len() / 3]).expect("write");
 
     assert_fails_with(&["generate", "/nonexistent/x.gguf", "hi"], "not found");
-    assert_fails_with(
-        &["generate", text.to_str().expect("p"), "hi"],
-        "not a GGUF file",
-    );
-    assert_fails_with(
-        &["generate", truncated.to_str().expect("p"), "hi"],
-        "truncated",
-    );
-    assert_fails_with(
-        &["bench", truncated.to_str().expect("p"), "-i", "1"],
-        "truncated",
-    );
+    assert_fails_with(&["generate", text.to_str().expect("p"), "hi"], "not a GGUF file");
+    assert_fails_with(&["generate", truncated.to_str().expect("p"), "hi"], "truncated");
+    assert_fails_with(&["bench", truncated.to_str().expect("p"), "-i", "1"], "truncated");
 }
 
 #[test]
@@ -274,10 +157,7 @@ fn bad_options_fail_with_one_clear_line() {
     assert_fails_with(&["generate", m, "hi", "--max-tokens", "0"], "max_tokens");
     assert_fails_with(&["generate", m, "hi", "--ctx-size", "0"], "ctx-size");
     let long = "word ".repeat(600);
-    assert_fails_with(
-        &["generate", m, &long, "--raw", "--ctx-size", "256"],
-        "context holds",
-    );
+    assert_fails_with(&["generate", m, &long, "--raw", "--ctx-size", "256"], "context holds");
 }
 
 #[test]
@@ -305,22 +185,14 @@ fn bench_json_reports_speeds() {
     }
     for key in ["ttft_ms", "prompt_tps", "decode_tps", "latency_ms"] {
         let p50 = v[key]["p50"].as_f64().expect(key);
-        assert!(
-            p50 > 0.0 && p50 <= v[key]["max"].as_f64().expect("max"),
-            "{key}"
-        );
+        assert!(p50 > 0.0 && p50 <= v[key]["max"].as_f64().expect("max"), "{key}");
     }
     assert!(v["load_ms"].as_f64().expect("load") > 0.0);
 }
 
 #[test]
 fn help_is_useful_everywhere() {
-    for cmd in [
-        vec!["--help"],
-        vec!["info", "--help"],
-        vec!["generate", "--help"],
-        vec!["bench", "--help"],
-    ] {
+    for cmd in [vec!["--help"], vec!["info", "--help"], vec!["generate", "--help"], vec!["bench", "--help"]] {
         let text = ok_stdout(&cmd);
         assert!(text.contains("Usage:"), "{cmd:?}");
     }

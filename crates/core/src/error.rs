@@ -3,11 +3,7 @@
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ValidationError {
     #[error("`{field}` must be {expected}, got {got}")]
-    OutOfRange {
-        field: &'static str,
-        expected: &'static str,
-        got: String,
-    },
+    OutOfRange { field: &'static str, expected: &'static str, got: String },
     #[error("`{field}` must not be empty")]
     Empty { field: &'static str },
     #[error("{0}")]

@@ -13,7 +13,7 @@ mod sampling;
 mod usage;
 
 pub use error::ValidationError;
-pub use message::{Message, Role};
-pub use request::{GenerateRequest, Prompt, StopConditions};
+pub use message::{Message, Role, ToolCall, ToolSpec};
+pub use request::{GenerateRequest, OutputFormat, Prompt, StopConditions};
 pub use sampling::{Penalties, Sampling, SamplingParams};
 pub use usage::{FinishReason, Timings, TokenEvent, Usage};

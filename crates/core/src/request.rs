@@ -1,4 +1,4 @@
-use crate::{Message, SamplingParams, ValidationError};
+use crate::{Message, SamplingParams, ToolSpec, ValidationError};
 
 /// What the model is asked to continue.
 #[derive(Debug, Clone, PartialEq)]
@@ -7,6 +7,16 @@ pub enum Prompt {
     Raw(String),
     /// Rendered through the model's own chat template by the engine that owns the tokenizer.
     Chat(Vec<Message>),
+}
+
+/// A constraint on the shape of the output, enforced token by token (llama.cpp grammars), so
+/// the result always parses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputFormat {
+    /// Any JSON object.
+    Json,
+    /// JSON matching this JSON Schema.
+    JsonSchema(serde_json::Value),
 }
 
 /// When to stop generating.
@@ -29,6 +39,9 @@ pub struct GenerateRequest {
     /// Reuse KV already computed for a shared prompt prefix (llama-server's `cache_prompt`).
     /// Benchmarks of cold prefill turn it off.
     pub cache_prompt: bool,
+    pub format: Option<OutputFormat>,
+    /// Functions the model may call (rendered through the chat template).
+    pub tools: Vec<ToolSpec>,
 }
 
 impl GenerateRequest {
@@ -38,28 +51,32 @@ impl GenerateRequest {
             sampling: SamplingParams::default(),
             stop: StopConditions::default(),
             cache_prompt: true,
+            format: None,
+            tools: Vec::new(),
         }
     }
 
     /// Checks what can be checked without the model (the engine checks the context length).
     pub fn validate(&self) -> Result<(), ValidationError> {
         match &self.prompt {
-            Prompt::Chat(messages) if messages.is_empty() => {
-                return Err(ValidationError::Empty { field: "messages" })
-            }
+            Prompt::Chat(messages) if messages.is_empty() => return Err(ValidationError::Empty { field: "messages" }),
             _ => {}
         }
         if self.stop.stop.iter().any(String::is_empty) {
-            return Err(ValidationError::Invalid(
-                "stop strings must not be empty".into(),
-            ));
+            return Err(ValidationError::Invalid("stop strings must not be empty".into()));
+        }
+        if let Some(OutputFormat::JsonSchema(schema)) = &self.format {
+            if !schema.is_object() && !schema.is_boolean() {
+                return Err(ValidationError::Invalid(format!(
+                    "format must be \"json\" or a JSON Schema object, got {schema}"
+                )));
+            }
+        }
+        if self.tools.iter().any(|t| t.name.trim().is_empty()) {
+            return Err(ValidationError::Empty { field: "tools[].function.name" });
         }
         if self.stop.max_tokens == Some(0) {
-            return Err(ValidationError::OutOfRange {
-                field: "max_tokens",
-                expected: "at least 1",
-                got: "0".into(),
-            });
+            return Err(ValidationError::OutOfRange { field: "max_tokens", expected: "at least 1", got: "0".into() });
         }
         Ok(())
     }
@@ -71,9 +88,7 @@ mod tests {
 
     #[test]
     fn empty_chat_and_empty_stop_are_rejected() {
-        assert!(GenerateRequest::new(Prompt::Chat(vec![]))
-            .validate()
-            .is_err());
+        assert!(GenerateRequest::new(Prompt::Chat(vec![])).validate().is_err());
         let mut r = GenerateRequest::new(Prompt::Raw("hi".into()));
         assert!(r.validate().is_ok());
         r.stop.stop = vec![String::new()];

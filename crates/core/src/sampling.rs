@@ -10,12 +10,7 @@ pub enum Sampling {
     Greedy,
     /// Sample from the distribution after truncation (top-k, then top-p, then min-p) and
     /// temperature scaling. `None` means that filter is off.
-    Random {
-        temperature: f32,
-        top_k: Option<u32>,
-        top_p: Option<f32>,
-        min_p: Option<f32>,
-    },
+    Random { temperature: f32, top_k: Option<u32>, top_p: Option<f32>, min_p: Option<f32> },
 }
 
 impl Sampling {
@@ -38,11 +33,7 @@ impl Sampling {
         let top_k = match top_k {
             None | Some(0) => None,
             Some(k) if k < 0 => {
-                return Err(ValidationError::OutOfRange {
-                    field: "top_k",
-                    expected: ">= 0",
-                    got: k.to_string(),
-                })
+                return Err(ValidationError::OutOfRange { field: "top_k", expected: ">= 0", got: k.to_string() })
             }
             Some(k) => Some(u32::try_from(k).unwrap_or(u32::MAX)),
         };
@@ -76,12 +67,7 @@ pub struct Penalties {
 
 impl Default for Penalties {
     fn default() -> Self {
-        Self {
-            repeat: 1.0,
-            presence: 0.0,
-            frequency: 0.0,
-            last_n: 64,
-        }
+        Self { repeat: 1.0, presence: 0.0, frequency: 0.0, last_n: 64 }
     }
 }
 
@@ -105,13 +91,7 @@ impl Penalties {
         let presence = presence.unwrap_or(d.presence);
         check_range("presence_penalty", presence, -2.0, 2.0, "between -2 and 2")?;
         let frequency = frequency.unwrap_or(d.frequency);
-        check_range(
-            "frequency_penalty",
-            frequency,
-            -2.0,
-            2.0,
-            "between -2 and 2",
-        )?;
+        check_range("frequency_penalty", frequency, -2.0, 2.0, "between -2 and 2")?;
         let last_n = match last_n {
             None => d.last_n,
             Some(n) if n < -1 => {
@@ -125,12 +105,7 @@ impl Penalties {
             Some(-1) => u32::MAX,
             Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
         };
-        Ok(Self {
-            repeat,
-            presence,
-            frequency,
-            last_n,
-        })
+        Ok(Self { repeat, presence, frequency, last_n })
     }
 
     pub fn is_off(&self) -> bool {
@@ -164,30 +139,16 @@ impl Default for SamplingParams {
 
 impl SamplingParams {
     pub fn greedy() -> Self {
-        Self {
-            sampling: Sampling::Greedy,
-            penalties: Penalties::default(),
-            seed: None,
-        }
+        Self { sampling: Sampling::Greedy, penalties: Penalties::default(), seed: None }
     }
 }
 
-fn check_range(
-    field: &'static str,
-    v: f32,
-    lo: f32,
-    hi: f32,
-    expected: &'static str,
-) -> Result<(), ValidationError> {
+fn check_range(field: &'static str, v: f32, lo: f32, hi: f32, expected: &'static str) -> Result<(), ValidationError> {
     // NaN fails both comparisons, so it is rejected here too.
     if v >= lo && v <= hi {
         Ok(())
     } else {
-        Err(ValidationError::OutOfRange {
-            field,
-            expected,
-            got: v.to_string(),
-        })
+        Err(ValidationError::OutOfRange { field, expected, got: v.to_string() })
     }
 }
 
@@ -197,28 +158,14 @@ mod tests {
 
     #[test]
     fn zero_temperature_is_greedy() {
-        assert_eq!(
-            Sampling::from_knobs(Some(0.0), Some(40), Some(0.9), None),
-            Ok(Sampling::Greedy)
-        );
-        assert_eq!(
-            Sampling::from_knobs(Some(0.7), Some(1), None, None),
-            Ok(Sampling::Greedy)
-        );
+        assert_eq!(Sampling::from_knobs(Some(0.0), Some(40), Some(0.9), None), Ok(Sampling::Greedy));
+        assert_eq!(Sampling::from_knobs(Some(0.7), Some(1), None, None), Ok(Sampling::Greedy));
     }
 
     #[test]
     fn random_keeps_active_filters_only() {
         let s = Sampling::from_knobs(Some(0.7), Some(0), Some(1.0), Some(0.05)).expect("valid");
-        assert_eq!(
-            s,
-            Sampling::Random {
-                temperature: 0.7,
-                top_k: None,
-                top_p: None,
-                min_p: Some(0.05)
-            }
-        );
+        assert_eq!(s, Sampling::Random { temperature: 0.7, top_k: None, top_p: None, min_p: Some(0.05) });
     }
 
     #[test]

@@ -61,9 +61,5 @@ pub enum TokenEvent {
     /// dangling byte) when generation ended for another reason. Append it like a token's text.
     Text(String),
     /// Always the last event of a stream that was not cut short by an error.
-    Done {
-        finish_reason: FinishReason,
-        usage: Usage,
-        timings: Timings,
-    },
+    Done { finish_reason: FinishReason, usage: Usage, timings: Timings },
 }

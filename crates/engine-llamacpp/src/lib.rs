@@ -11,6 +11,7 @@
 //! truncated or unsupported-architecture file gets a precise error instead of a null pointer.
 
 mod archs;
+mod grammar;
 mod model;
 mod sampler;
 mod worker;
@@ -79,9 +80,7 @@ impl Engine for LlamaCppEngine {
     async fn health(&self) -> Health {
         match backend() {
             Ok(_) => Health::Ready,
-            Err(e) => Health::Unavailable {
-                reason: e.to_string(),
-            },
+            Err(e) => Health::Unavailable { reason: e.to_string() },
         }
     }
 

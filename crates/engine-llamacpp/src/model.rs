@@ -4,15 +4,14 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use hyperllama_core::{GenerateRequest, Prompt, ValidationError};
-use hyperllama_engine::{
-    ChatTemplate, EngineError, LoadOptions, LoadedModel, ModelInfo, ModelStats, TokenStream,
-};
+use hyperllama_core::{GenerateRequest, Prompt, ToolSpec, ValidationError};
+use hyperllama_engine::{ChatTemplate, Embeddings, EngineError, LoadOptions, LoadedModel, ModelInfo, ModelStats, TokenStream};
 use hyperllama_gguf::GgufFile;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use crate::worker::{self, Command, Job};
@@ -38,32 +37,17 @@ pub struct LlamaCppModel {
 
 impl LlamaCppModel {
     /// Checks the file, loads the weights and starts the compute thread. Blocking.
-    pub(crate) fn load(
-        backend: &'static LlamaBackend,
-        options: LoadOptions,
-    ) -> Result<Self, EngineError> {
+    pub(crate) fn load(backend: &'static LlamaBackend, options: LoadOptions) -> Result<Self, EngineError> {
         let path = options.path.as_path();
         let gguf = GgufFile::open(path).map_err(|e| EngineError::Load(e.to_string()))?;
-        let arch = gguf.architecture().ok_or_else(|| {
-            EngineError::Load(format!(
-                "{} has no general.architecture key",
-                path.display()
-            ))
-        })?;
+        let arch = gguf
+            .architecture()
+            .ok_or_else(|| EngineError::Load(format!("{} has no general.architecture key", path.display())))?;
         if !crate::supports_architecture(arch) {
-            return Err(EngineError::UnsupportedArchitecture {
-                arch: arch.to_string(),
-            });
+            return Err(EngineError::UnsupportedArchitecture { arch: arch.to_string() });
         }
 
-        let gpu_layers =
-            options
-                .gpu_layers
-                .unwrap_or(if crate::LlamaCppEngine::devices().len() > 1 {
-                    999
-                } else {
-                    0
-                });
+        let gpu_layers = options.gpu_layers.unwrap_or(if crate::LlamaCppEngine::devices().len() > 1 { 999 } else { 0 });
         let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
         let t0 = Instant::now();
         let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| {
@@ -76,15 +60,8 @@ impl LlamaCppModel {
         tracing::info!(path = %path.display(), elapsed_ms = t0.elapsed().as_millis() as u64, "model weights loaded");
 
         let n_ctx_train = model.n_ctx_train();
-        let ctx_size = options
-            .ctx_size
-            .unwrap_or(DEFAULT_CTX.min(n_ctx_train))
-            .max(16);
-        let threads = options
-            .threads
-            .map(|t| t as usize)
-            .unwrap_or_else(hyperllama_hw::physical_cores)
-            .max(1);
+        let ctx_size = options.ctx_size.unwrap_or(DEFAULT_CTX.min(n_ctx_train)).max(16);
+        let threads = options.threads.map(|t| t as usize).unwrap_or_else(hyperllama_hw::physical_cores).max(1);
         let threads = i32::try_from(threads).unwrap_or(1);
         let ctx_params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(ctx_size))
@@ -103,11 +80,10 @@ impl LlamaCppModel {
             None => None,
         };
         let info = ModelInfo {
-            name: gguf.name().map(str::to_string).unwrap_or_else(|| {
-                path.file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            }),
+            name: gguf
+                .name()
+                .map(str::to_string)
+                .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
             architecture: arch.to_string(),
             parameter_count: model.n_params(),
             quantization: gguf.quantization(),
@@ -127,21 +103,12 @@ impl LlamaCppModel {
         let thread_stats = stats.clone();
         let worker = std::thread::Builder::new()
             .name(format!("llamacpp-{}", short_name(path)))
-            .spawn(move || {
-                worker::run(
-                    backend,
-                    &thread_model,
-                    ctx_params,
-                    jobs_rx,
-                    ready_tx,
-                    thread_stats,
-                )
-            })
+            .spawn(move || worker::run(backend, &thread_model, ctx_params, jobs_rx, ready_tx, thread_stats))
             .map_err(|e| EngineError::Internal(format!("cannot start the compute thread: {e}")))?;
         let mut info = info;
-        info.loaded_context = ready_rx.recv().map_err(|_| {
-            EngineError::Internal("the compute thread died while creating the context".into())
-        })??;
+        info.loaded_context = ready_rx
+            .recv()
+            .map_err(|_| EngineError::Internal("the compute thread died while creating the context".into()))??;
 
         Ok(Self {
             model,
@@ -157,11 +124,18 @@ impl LlamaCppModel {
 
     fn tokens_for(&self, text: &str) -> Vec<LlamaToken> {
         // A rendered chat template usually writes the BOS token itself; never add a second one.
-        let add_special =
-            self.add_bos && (self.bos_text.is_empty() || !text.starts_with(&self.bos_text));
-        self.model
-            .vocab()
-            .tokenize(text.as_bytes(), add_special, true)
+        let add_special = self.add_bos && (self.bos_text.is_empty() || !text.starts_with(&self.bos_text));
+        self.model.vocab().tokenize(text.as_bytes(), add_special, true)
+    }
+
+    fn send(&self, command: Command) -> Result<(), EngineError> {
+        let sent =
+            self.jobs.lock().ok().and_then(|jobs| jobs.as_ref().map(|j| j.send(command).is_ok())).unwrap_or(false);
+        if sent {
+            Ok(())
+        } else {
+            Err(EngineError::Unavailable("the model was unloaded".into()))
+        }
     }
 
     fn stop_worker(&self) -> Option<JoinHandle<()>> {
@@ -175,9 +149,7 @@ impl LlamaCppModel {
 }
 
 fn short_name(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().chars().take(20).collect())
-        .unwrap_or_default()
+    path.file_stem().map(|s| s.to_string_lossy().chars().take(20).collect()).unwrap_or_default()
 }
 
 #[async_trait::async_trait]
@@ -190,61 +162,71 @@ impl LoadedModel for LlamaCppModel {
         self.stats.lock().map(|s| *s).unwrap_or_default()
     }
 
-    fn render_prompt(&self, prompt: &Prompt) -> Result<String, EngineError> {
+    fn render_prompt(&self, prompt: &Prompt, tools: &[ToolSpec]) -> Result<String, EngineError> {
         match prompt {
             Prompt::Raw(text) => Ok(text.clone()),
             Prompt::Chat(messages) => {
-                let template = self
-                    .template
-                    .as_ref()
-                    .ok_or(hyperllama_engine::TemplateError::Missing)?;
-                Ok(template.render(messages, true)?)
+                let template = self.template.as_ref().ok_or(hyperllama_engine::TemplateError::Missing)?;
+                Ok(template.render_with_tools(messages, tools, true)?)
             }
         }
     }
 
+    async fn embed(&self, inputs: Vec<String>, truncate: bool) -> Result<Embeddings, EngineError> {
+        if inputs.is_empty() {
+            return Err(ValidationError::Empty { field: "input" }.into());
+        }
+        let limit = self.info.loaded_context.min(worker::EMBED_MAX_TOKENS) as usize;
+        let mut batches = Vec::with_capacity(inputs.len());
+        for (i, text) in inputs.iter().enumerate() {
+            let mut tokens = self.tokens_for(text);
+            if tokens.is_empty() {
+                return Err(ValidationError::Invalid(format!("input #{i} is empty")).into());
+            }
+            if tokens.len() > limit {
+                if !truncate {
+                    return Err(EngineError::PromptTooLong {
+                        prompt_tokens: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
+                        ctx_size: limit as u32,
+                    });
+                }
+                tokens.truncate(limit);
+            }
+            batches.push(tokens);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Command::Embed { inputs: batches, reply: tx })?;
+        rx.await.map_err(|_| EngineError::Internal("the compute thread dropped the embedding request".into()))?
+    }
+
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError> {
-        Ok(self
-            .tokens_for(text)
-            .into_iter()
-            .map(|t| t.0 as u32)
-            .collect())
+        Ok(self.tokens_for(text).into_iter().map(|t| t.0 as u32).collect())
     }
 
     async fn generate(&self, request: GenerateRequest) -> Result<TokenStream, EngineError> {
         let queued_at = Instant::now();
         request.validate()?;
-        let text = self.render_prompt(&request.prompt)?;
+        let text = self.render_prompt(&request.prompt, &request.tools)?;
+        let grammar = match &request.format {
+            Some(format) => {
+                let g = crate::grammar::for_format(format)?;
+                // Compile it here, so a bad grammar is the caller's 400 and not a broken stream.
+                LlamaSampler::grammar(&self.model, &g, "root")
+                    .map_err(|e| ValidationError::Invalid(format!("`format` produced an unusable grammar: {e}")))?;
+                Some(g)
+            }
+            None => None,
+        };
         let tokens = self.tokens_for(&text);
         if tokens.is_empty() {
             return Err(ValidationError::Empty { field: "prompt" }.into());
         }
         let prompt_tokens = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
         if prompt_tokens >= self.info.loaded_context {
-            return Err(EngineError::PromptTooLong {
-                prompt_tokens,
-                ctx_size: self.info.loaded_context,
-            });
+            return Err(EngineError::PromptTooLong { prompt_tokens, ctx_size: self.info.loaded_context });
         }
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
-        let job = Job {
-            tokens,
-            request,
-            tx,
-            queued_at,
-        };
-        let sent = self
-            .jobs
-            .lock()
-            .ok()
-            .and_then(|jobs| {
-                jobs.as_ref()
-                    .map(|j| j.send(Command::Generate(Box::new(job))).is_ok())
-            })
-            .unwrap_or(false);
-        if !sent {
-            return Err(EngineError::Unavailable("the model was unloaded".into()));
-        }
+        self.send(Command::Generate(Box::new(Job { tokens, request, grammar, tx, queued_at })))?;
         Ok(Box::pin(hyperllama_engine::receiver_stream(rx)))
     }
 

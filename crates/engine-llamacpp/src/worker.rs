@@ -10,8 +10,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 use hyperllama_core::{FinishReason, GenerateRequest, Timings, TokenEvent, Usage};
-use hyperllama_engine::{EngineError, ModelStats, StopMatcher, Utf8Decoder};
-use llama_cpp_2::context::params::LlamaContextParams;
+use hyperllama_engine::{Embeddings, EngineError, ModelStats, StopMatcher, Utf8Decoder};
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -20,15 +20,21 @@ use llama_cpp_2::token::LlamaToken;
 
 pub(crate) type EventSender = tokio::sync::mpsc::Sender<Result<TokenEvent, EngineError>>;
 
+/// The most tokens one embedding input may have (the whole input is one micro-batch).
+pub(crate) const EMBED_MAX_TOKENS: u32 = 2048;
+
 pub(crate) struct Job {
     pub tokens: Vec<LlamaToken>,
     pub request: GenerateRequest,
+    /// A GBNF grammar the output must follow (`format`).
+    pub grammar: Option<String>,
     pub tx: EventSender,
     pub queued_at: Instant,
 }
 
 pub(crate) enum Command {
     Generate(Box<Job>),
+    Embed { inputs: Vec<Vec<LlamaToken>>, reply: tokio::sync::oneshot::Sender<Result<Embeddings, EngineError>> },
     Shutdown,
 }
 
@@ -44,8 +50,12 @@ enum Outcome {
 }
 
 struct Worker<'m> {
+    backend: &'static LlamaBackend,
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
+    /// A second context for embeddings (mean pooling), created on first use.
+    embed_ctx: Option<LlamaContext<'m>>,
+    threads: i32,
     batch: LlamaBatch<'static>,
     n_batch: usize,
     /// Tokens whose KV is in sequence 0, in order.
@@ -62,20 +72,22 @@ pub(crate) fn run(
     stats: Arc<Mutex<ModelStats>>,
 ) {
     let n_batch = params.n_batch() as usize;
+    let threads = params.n_threads();
     let ctx = match model.new_context(backend, params) {
         Ok(ctx) => ctx,
         Err(e) => {
-            let _ = ready.send(Err(EngineError::Load(format!(
-                "cannot create a llama.cpp context: {e}"
-            ))));
+            let _ = ready.send(Err(EngineError::Load(format!("cannot create a llama.cpp context: {e}"))));
             return;
         }
     };
     // llama.cpp pads the context (to a multiple of 256); report the size it really has.
     let n_ctx = ctx.n_ctx();
     let mut w = Worker {
+        backend,
         model,
         ctx,
+        embed_ctx: None,
+        threads,
         batch: LlamaBatch::new(n_batch, 1),
         n_batch,
         cached: Vec::new(),
@@ -83,7 +95,17 @@ pub(crate) fn run(
     };
     let _ = ready.send(Ok(n_ctx));
 
-    while let Ok(Command::Generate(job)) = jobs.recv() {
+    loop {
+        let job = match jobs.recv() {
+            Ok(Command::Generate(job)) => job,
+            Ok(Command::Embed { inputs, reply }) => {
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| w.embed(&inputs)))
+                    .unwrap_or_else(|_| Err(EngineError::Internal("embedding panicked".into())));
+                let _ = reply.send(result);
+                continue;
+            }
+            Ok(Command::Shutdown) | Err(_) => break,
+        };
         let tx = job.tx.clone();
         // A Rust panic in one request must not take the model down with it.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| w.generate(*job)));
@@ -102,9 +124,7 @@ pub(crate) fn run(
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
                 tracing::error!(%msg, "generation panicked");
-                let _ = tx.blocking_send(Err(EngineError::Internal(format!(
-                    "generation panicked: {msg}"
-                ))));
+                let _ = tx.blocking_send(Err(EngineError::Internal(format!("generation panicked: {msg}"))));
                 Outcome::Failed
             }
         };
@@ -132,15 +152,7 @@ impl Worker<'_> {
     /// of `tokens` are already in the cache. At least one token is always left to evaluate,
     /// since sampling needs fresh logits.
     fn reuse_prefix(&mut self, tokens: &[LlamaToken], enabled: bool) -> usize {
-        let mut common = if enabled {
-            self.cached
-                .iter()
-                .zip(tokens)
-                .take_while(|(a, b)| a == b)
-                .count()
-        } else {
-            0
-        };
+        let mut common = if enabled { self.cached.iter().zip(tokens).take_while(|(a, b)| a == b).count() } else { 0 };
         common = common.min(tokens.len().saturating_sub(1));
         let keep = u32::try_from(common).unwrap_or(0);
         if common == 0 || self.ctx.kv_cache_seq_rm(0, Some(keep), None).is_err() {
@@ -151,17 +163,51 @@ impl Worker<'_> {
         common
     }
 
+    fn embed(&mut self, inputs: &[Vec<LlamaToken>]) -> Result<Embeddings, EngineError> {
+        if self.embed_ctx.is_none() {
+            let n = inputs.iter().map(Vec::len).max().unwrap_or(1).max(512) as u32;
+            let n = n.max(EMBED_MAX_TOKENS);
+            let params = LlamaContextParams::default()
+                .with_n_ctx(std::num::NonZeroU32::new(n))
+                .with_n_batch(n)
+                .with_n_ubatch(n)
+                .with_n_seq_max(1)
+                .with_n_threads(self.threads)
+                .with_n_threads_batch(self.threads)
+                .with_embeddings(true)
+                .with_pooling_type(LlamaPoolingType::Mean);
+            let ctx = self
+                .model
+                .new_context(self.backend, params)
+                .map_err(|e| EngineError::Internal(format!("cannot create the embedding context: {e}")))?;
+            self.embed_ctx = Some(ctx);
+        }
+        let Some(ctx) = self.embed_ctx.as_mut() else {
+            return Err(EngineError::Internal("no embedding context".into()));
+        };
+        let mut out = Embeddings::default();
+        for tokens in inputs {
+            ctx.clear_kv_cache();
+            let mut batch = LlamaBatch::new(tokens.len(), 1);
+            for (i, &t) in tokens.iter().enumerate() {
+                batch.add(t, i as i32, &[0], true).map_err(Self::decode_error)?;
+            }
+            ctx.decode(&mut batch).map_err(Self::decode_error)?;
+            let v =
+                ctx.embeddings_seq_ith(0).map_err(|e| EngineError::Internal(format!("no pooled embedding: {e}")))?;
+            let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt().max(1e-12);
+            out.vectors.push(v.iter().map(|x| (f64::from(*x) / norm) as f32).collect());
+            out.prompt_tokens += tokens.len() as u32;
+        }
+        Ok(out)
+    }
+
     fn decode_error(e: impl std::fmt::Display) -> EngineError {
         EngineError::Internal(format!("llama_decode failed: {e}"))
     }
 
     fn generate(&mut self, job: Job) -> Result<Outcome, EngineError> {
-        let Job {
-            tokens,
-            request,
-            tx,
-            queued_at,
-        } = job;
+        let Job { tokens, request, grammar, tx, queued_at } = job;
         let started = Instant::now();
         let queue = started - queued_at;
         if tx.is_closed() {
@@ -176,9 +222,7 @@ impl Worker<'_> {
             self.batch.clear();
             for (i, &t) in chunk.iter().enumerate() {
                 let p = pos + i;
-                self.batch
-                    .add(t, p as i32, &[0], p == last)
-                    .map_err(Self::decode_error)?;
+                self.batch.add(t, p as i32, &[0], p == last).map_err(Self::decode_error)?;
             }
             if let Err(e) = self.ctx.decode(&mut self.batch) {
                 self.reset_cache();
@@ -192,8 +236,11 @@ impl Worker<'_> {
         }
 
         let vocab = self.model.vocab();
-        let mut sampler = crate::sampler::build(&request.sampling, self.model.n_vocab());
-        sampler.accept_many(&tokens);
+        let mut sampler = crate::sampler::build(self.model, &request.sampling, grammar.as_deref())?;
+        if grammar.is_none() {
+            // The penalties see the prompt too (a grammar must only see generated tokens).
+            sampler.accept_many(&tokens);
+        }
         let mut decoder = Utf8Decoder::new();
         let mut stop = StopMatcher::new(&request.stop.stop);
         let max_tokens = request.stop.max_tokens.unwrap_or(u32::MAX);
@@ -212,10 +259,7 @@ impl Worker<'_> {
             generated += 1;
             let piece = vocab.token_to_piece(token, false, None);
             let step = stop.push(&decoder.push(&piece));
-            let event = TokenEvent::Token {
-                id: token.0 as u32,
-                text: step.emit,
-            };
+            let event = TokenEvent::Token { id: token.0 as u32, text: step.emit };
             if tx.blocking_send(Ok(event)).is_err() {
                 return Ok(Outcome::Cancelled { generated });
             }
@@ -230,9 +274,7 @@ impl Worker<'_> {
                 return Ok(Outcome::Cancelled { generated });
             }
             self.batch.clear();
-            self.batch
-                .add(token, pos as i32, &[0], true)
-                .map_err(Self::decode_error)?;
+            self.batch.add(token, pos as i32, &[0], true).map_err(Self::decode_error)?;
             if let Err(e) = self.ctx.decode(&mut self.batch) {
                 self.reset_cache();
                 return Err(Self::decode_error(e));
@@ -256,11 +298,7 @@ impl Worker<'_> {
 
         let end = Instant::now();
         let first = first_token_at.unwrap_or(end);
-        let timings = Timings {
-            queue,
-            prompt_eval: first - started,
-            eval: end - first,
-        };
+        let timings = Timings { queue, prompt_eval: first - started, eval: end - first };
         let usage = Usage {
             prompt_tokens: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
             cached_tokens: u32::try_from(cached_tokens).unwrap_or(u32::MAX),
@@ -272,11 +310,7 @@ impl Worker<'_> {
             s.generated_tokens += u64::from(generated);
             s.requests_finished += 1;
         }
-        let _ = tx.blocking_send(Ok(TokenEvent::Done {
-            finish_reason,
-            usage,
-            timings,
-        }));
+        let _ = tx.blocking_send(Ok(TokenEvent::Done { finish_reason, usage, timings }));
         Ok(Outcome::Finished)
     }
 }

@@ -6,13 +6,7 @@ use hyperllama_engine::{Engine, EngineError, LoadOptions};
 use hyperllama_engine_llamacpp::LlamaCppEngine;
 
 async fn load_err(path: &std::path::Path) -> EngineError {
-    match LlamaCppEngine::new()
-        .load(LoadOptions {
-            path: path.to_path_buf(),
-            ..LoadOptions::default()
-        })
-        .await
-    {
+    match LlamaCppEngine::new().load(LoadOptions { path: path.to_path_buf(), ..LoadOptions::default() }).await {
         Err(e) => e,
         Ok(_) => panic!("{} loaded", path.display()),
     }
@@ -50,18 +44,11 @@ async fn unsupported_architecture() {
     let mut bytes = std::fs::read(util::model_path()).expect("model");
     // Patch the value of general.architecture ("llama", 5 bytes) to another 5-byte name.
     let key = b"general.architecture";
-    let at = bytes
-        .windows(key.len())
-        .position(|w| w == key)
-        .expect("key present")
-        + key.len();
+    let at = bytes.windows(key.len()).position(|w| w == key).expect("key present") + key.len();
     let value = at + 4 + 8; // u32 type, u64 length
     assert_eq!(&bytes[value..value + 5], b"llama");
     bytes[value..value + 5].copy_from_slice(b"zzzzz");
     std::fs::write(&p, &bytes).expect("write");
     let e = load_err(&p).await;
-    assert!(
-        matches!(e, EngineError::UnsupportedArchitecture { ref arch } if arch == "zzzzz"),
-        "{e}"
-    );
+    assert!(matches!(e, EngineError::UnsupportedArchitecture { ref arch } if arch == "zzzzz"), "{e}");
 }

@@ -36,11 +36,6 @@ impl EngineError {
 
     /// Whether the caller's input is to blame (a 4xx), as opposed to the server (5xx).
     pub fn is_client_error(&self) -> bool {
-        matches!(
-            self,
-            EngineError::Validation(_)
-                | EngineError::PromptTooLong { .. }
-                | EngineError::Template(_)
-        )
+        matches!(self, EngineError::Validation(_) | EngineError::PromptTooLong { .. } | EngineError::Template(_))
     }
 }

@@ -18,6 +18,7 @@ mod error;
 pub mod mock;
 mod stop;
 mod template;
+pub mod tools;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -38,9 +39,7 @@ pub type TokenStream = Pin<Box<dyn Stream<Item = Result<TokenEvent, EngineError>
 
 /// A channel receiver as a [`futures::Stream`]. Dropping the stream drops the receiver, which
 /// is how producers learn that the consumer went away (`Sender::is_closed`).
-pub fn receiver_stream<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl Stream<Item = T> + Send {
+pub fn receiver_stream<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl Stream<Item = T> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
@@ -95,6 +94,13 @@ pub struct EngineInfo {
     pub devices: Vec<String>,
 }
 
+/// The result of [`LoadedModel::embed`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub prompt_tokens: u32,
+}
+
 /// Counters a loaded model keeps, so that callers (and tests) can observe what it did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ModelStats {
@@ -123,8 +129,15 @@ pub trait LoadedModel: Send + Sync {
     /// Starts a generation. Errors the request can be blamed for (validation, a prompt longer
     /// than the context) come back here, before the first token, so servers can answer 4xx.
     async fn generate(&self, request: GenerateRequest) -> Result<TokenStream, EngineError>;
-    /// Renders a chat prompt exactly as `generate` would (for `--verbose`, tests and `/api/show`).
-    fn render_prompt(&self, prompt: &hyperllama_core::Prompt) -> Result<String, EngineError>;
+    /// Renders a prompt exactly as `generate` would (for `--verbose`, tests and `/api/show`).
+    fn render_prompt(
+        &self,
+        prompt: &hyperllama_core::Prompt,
+        tools: &[hyperllama_core::ToolSpec],
+    ) -> Result<String, EngineError>;
+    /// Pooled, L2-normalised embeddings of each input. With `truncate`, inputs longer than the
+    /// context are cut to fit; without it they are an error.
+    async fn embed(&self, inputs: Vec<String>, truncate: bool) -> Result<Embeddings, EngineError>;
     /// Tokenizes text as `generate` would.
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError>;
     /// Frees the model's memory now; later calls fail with [`EngineError::Unavailable`].

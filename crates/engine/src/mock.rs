@@ -11,8 +11,7 @@ use std::time::Duration;
 use hyperllama_core::{FinishReason, GenerateRequest, Prompt, Timings, TokenEvent, Usage};
 
 use crate::{
-    EngineError, EngineInfo, Health, LoadOptions, LoadedModel, ModelInfo, ModelStats, StopMatcher,
-    TokenStream,
+    EngineError, EngineInfo, Health, LoadOptions, LoadedModel, ModelInfo, ModelStats, StopMatcher, TokenStream,
 };
 
 #[derive(Debug, Default)]
@@ -21,12 +20,7 @@ pub struct MockEngine;
 #[async_trait::async_trait]
 impl crate::Engine for MockEngine {
     fn info(&self) -> EngineInfo {
-        EngineInfo {
-            id: "mock",
-            version: "0".into(),
-            formats: vec!["mock"],
-            devices: vec!["cpu".into()],
-        }
+        EngineInfo { id: "mock", version: "0".into(), formats: vec!["mock"], devices: vec!["cpu".into()] }
     }
     async fn health(&self) -> Health {
         Health::Ready
@@ -66,39 +60,29 @@ impl LoadedModel for MockModel {
             ..ModelStats::default()
         }
     }
-    fn render_prompt(&self, prompt: &Prompt) -> Result<String, EngineError> {
+    async fn embed(&self, inputs: Vec<String>, _truncate: bool) -> Result<crate::Embeddings, EngineError> {
+        let vectors = inputs.iter().map(|s| vec![s.len() as f32, 1.0]).collect();
+        Ok(crate::Embeddings { vectors, prompt_tokens: inputs.len() as u32 })
+    }
+    fn render_prompt(&self, prompt: &Prompt, _tools: &[hyperllama_core::ToolSpec]) -> Result<String, EngineError> {
         Ok(match prompt {
             Prompt::Raw(s) => s.clone(),
-            Prompt::Chat(m) => m
-                .iter()
-                .map(|m| format!("{}: {}\n", m.role.as_str(), m.content))
-                .collect(),
+            Prompt::Chat(m) => m.iter().map(|m| format!("{}: {}\n", m.role.as_str(), m.content)).collect(),
         })
     }
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError> {
-        Ok(text
-            .split_whitespace()
-            .enumerate()
-            .map(|(i, _)| i as u32)
-            .collect())
+        Ok(text.split_whitespace().enumerate().map(|(i, _)| i as u32).collect())
     }
     async fn generate(&self, request: GenerateRequest) -> Result<TokenStream, EngineError> {
         request.validate()?;
-        let text = self.render_prompt(&request.prompt)?;
+        let text = self.render_prompt(&request.prompt, &request.tools)?;
         let words: Vec<String> = text.split_whitespace().map(|w| format!("{w} ")).collect();
         let prompt_tokens = words.len() as u32;
         if prompt_tokens >= self.info.loaded_context {
-            return Err(EngineError::PromptTooLong {
-                prompt_tokens,
-                ctx_size: self.info.loaded_context,
-            });
+            return Err(EngineError::PromptTooLong { prompt_tokens, ctx_size: self.info.loaded_context });
         }
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let (per_token, cancelled, finished) = (
-            self.per_token,
-            self.cancelled.clone(),
-            self.finished.clone(),
-        );
+        let (per_token, cancelled, finished) = (self.per_token, self.cancelled.clone(), self.finished.clone());
         tokio::spawn(async move {
             let mut stop = StopMatcher::new(&request.stop.stop);
             let max = request.stop.max_tokens.unwrap_or(u32::MAX) as usize;
@@ -112,14 +96,7 @@ impl LoadedModel for MockModel {
                 tokio::time::sleep(per_token).await;
                 n += 1;
                 let step = stop.push(w);
-                if tx
-                    .send(Ok(TokenEvent::Token {
-                        id: i as u32,
-                        text: step.emit,
-                    }))
-                    .await
-                    .is_err()
-                {
+                if tx.send(Ok(TokenEvent::Token { id: i as u32, text: step.emit })).await.is_err() {
                     cancelled.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
@@ -127,16 +104,8 @@ impl LoadedModel for MockModel {
                     break;
                 }
             }
-            let usage = Usage {
-                prompt_tokens,
-                cached_tokens: 0,
-                completion_tokens: n,
-            };
-            let done = TokenEvent::Done {
-                finish_reason: reason,
-                usage,
-                timings: Timings::default(),
-            };
+            let usage = Usage { prompt_tokens, cached_tokens: 0, completion_tokens: n };
+            let done = TokenEvent::Done { finish_reason: reason, usage, timings: Timings::default() };
             let _ = tx.send(Ok(done)).await;
             finished.fetch_add(1, Ordering::Relaxed);
         });
@@ -162,13 +131,7 @@ mod tests {
         req.stop.max_tokens = Some(3);
         let events: Vec<_> = model.generate(req).await.expect("gen").collect().await;
         assert_eq!(events.len(), 4);
-        assert!(matches!(
-            events.last(),
-            Some(Ok(TokenEvent::Done {
-                finish_reason: FinishReason::Length,
-                ..
-            }))
-        ));
+        assert!(matches!(events.last(), Some(Ok(TokenEvent::Done { finish_reason: FinishReason::Length, .. }))));
 
         let mut req = GenerateRequest::new(Prompt::Raw("a b c d e".into()));
         req.stop.stop = vec!["c".into()];

@@ -21,40 +21,23 @@ pub struct StopStep {
 
 impl StopMatcher {
     pub fn new(stops: &[String]) -> Self {
-        Self {
-            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
-            ..Self::default()
-        }
+        Self { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), ..Self::default() }
     }
 
     pub fn push(&mut self, text: &str) -> StopStep {
         if self.stopped {
-            return StopStep {
-                emit: String::new(),
-                stopped: true,
-            };
+            return StopStep { emit: String::new(), stopped: true };
         }
         if self.stops.is_empty() {
-            return StopStep {
-                emit: text.to_string(),
-                stopped: false,
-            };
+            return StopStep { emit: text.to_string(), stopped: false };
         }
         self.held.push_str(text);
         // The earliest complete match wins.
-        if let Some(pos) = self
-            .stops
-            .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min()
-        {
+        if let Some(pos) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
             let emit = self.held[..pos].to_string();
             self.held.clear();
             self.stopped = true;
-            return StopStep {
-                emit,
-                stopped: true,
-            };
+            return StopStep { emit, stopped: true };
         }
         // Hold back the longest tail that is a prefix of some stop string.
         let keep = self
@@ -68,10 +51,7 @@ impl StopMatcher {
             .unwrap_or(self.held.len());
         let emit = self.held[..keep].to_string();
         self.held.drain(..keep);
-        StopStep {
-            emit,
-            stopped: false,
-        }
+        StopStep { emit, stopped: false }
     }
 
     /// Generation ended for another reason: whatever was held back is plain text after all.
@@ -111,10 +91,7 @@ mod tests {
 
     #[test]
     fn stop_split_across_pieces_is_never_emitted() {
-        assert_eq!(
-            run(&["</end>"], &["one </", "en", "d> two"]),
-            ("one ".into(), true)
-        );
+        assert_eq!(run(&["</end>"], &["one </", "en", "d> two"]), ("one ".into(), true));
     }
 
     #[test]
@@ -130,10 +107,7 @@ mod tests {
 
     #[test]
     fn multibyte_text_is_cut_on_char_boundaries() {
-        assert_eq!(
-            run(&["🦙!"], &["é🦙", "?é🦙", "!z"]),
-            ("é🦙?é".into(), true)
-        );
+        assert_eq!(run(&["🦙!"], &["é🦙", "?é🦙", "!z"]), ("é🦙?é".into(), true));
     }
 
     #[test]

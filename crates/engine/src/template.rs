@@ -1,4 +1,4 @@
-use hyperllama_core::Message;
+use hyperllama_core::{Message, Role, ToolSpec};
 use minijinja::{Environment, Error, ErrorKind};
 use serde::Serialize;
 
@@ -25,9 +25,7 @@ pub struct ChatTemplate {
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate")
-            .field("source", &self.source)
-            .finish_non_exhaustive()
+        f.debug_struct("ChatTemplate").field("source", &self.source).finish_non_exhaustive()
     }
 }
 
@@ -35,6 +33,20 @@ impl std::fmt::Debug for ChatTemplate {
 struct TemplateMessage<'a> {
     role: &'a str,
     content: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+/// Tools and tool calls in the shape Hugging Face chat templates expect.
+fn hf_function(name: &str, body: serde_json::Value) -> serde_json::Value {
+    let mut f = serde_json::Map::new();
+    f.insert("name".into(), name.into());
+    if let serde_json::Value::Object(m) = body {
+        f.extend(m);
+    }
+    serde_json::json!({ "type": "function", "function": f })
 }
 
 impl ChatTemplate {
@@ -51,52 +63,76 @@ impl ChatTemplate {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
         });
         // Llama 3.1/3.2 templates print today's date.
-        env.add_function("strftime_now", |_fmt: String| -> Result<String, Error> {
-            Ok(today())
-        });
-        env.add_template_owned("chat", source.to_string())
-            .map_err(|e| TemplateError::Syntax(e.to_string()))?;
-        Ok(Self {
-            env,
-            bos_token: bos_token.into(),
-            eos_token: eos_token.into(),
-            source: source.to_string(),
-        })
+        env.add_function("strftime_now", |_fmt: String| -> Result<String, Error> { Ok(today()) });
+        env.add_template_owned("chat", source.to_string()).map_err(|e| TemplateError::Syntax(e.to_string()))?;
+        Ok(Self { env, bos_token: bos_token.into(), eos_token: eos_token.into(), source: source.to_string() })
     }
 
     pub fn source(&self) -> &str {
         &self.source
     }
 
+    /// Whether the template itself knows how to present tools.
+    pub fn supports_tools(&self) -> bool {
+        self.source.contains("tools")
+    }
+
     /// Renders `messages`, ending with the assistant's turn opener when `add_generation_prompt`.
-    pub fn render(
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, TemplateError> {
+        self.render_with_tools(messages, &[], add_generation_prompt)
+    }
+
+    /// Renders with tools. A template that presents tools itself gets them as `tools` (HF's
+    /// format); for one that does not, they are described in the system message with the
+    /// widely trained `<tool_call>{json}</tool_call>` convention (see [`crate::tools`]).
+    pub fn render_with_tools(
         &self,
         messages: &[Message],
+        tools: &[ToolSpec],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
+        let injected;
+        let messages = if !tools.is_empty() && !self.supports_tools() {
+            injected = crate::tools::with_tool_instructions(messages, tools);
+            &injected[..]
+        } else {
+            messages
+        };
         let msgs: Vec<TemplateMessage<'_>> = messages
             .iter()
             .map(|m| TemplateMessage {
                 role: m.role.as_str(),
                 content: &m.content,
+                tool_calls: m
+                    .tool_calls
+                    .iter()
+                    .map(|c| hf_function(&c.name, serde_json::json!({ "arguments": c.arguments })))
+                    .collect(),
+                name: if m.role == Role::Tool { m.tool_name.as_deref() } else { None },
             })
             .collect();
-        let tmpl = self
-            .env
-            .get_template("chat")
-            .map_err(|e| TemplateError::Syntax(e.to_string()))?;
+        let tools_value: Option<Vec<serde_json::Value>> = (!tools.is_empty() && self.supports_tools()).then(|| {
+            tools
+                .iter()
+                .map(|t| {
+                    hf_function(
+                        &t.name,
+                        serde_json::json!({ "description": t.description, "parameters": t.parameters }),
+                    )
+                })
+                .collect()
+        });
+        let tmpl = self.env.get_template("chat").map_err(|e| TemplateError::Syntax(e.to_string()))?;
         tmpl.render(minijinja::context! {
             messages => msgs,
+            tools => tools_value,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token,
             eos_token => self.eos_token,
         })
         .map_err(|e| {
             // Prefer the template's own words (raise_exception) over minijinja's wrapper.
-            let detail = e
-                .detail()
-                .map(str::to_string)
-                .unwrap_or_else(|| e.to_string());
+            let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.to_string());
             TemplateError::Render(detail)
         })
     }
@@ -104,10 +140,7 @@ impl ChatTemplate {
 
 fn today() -> String {
     // Days since the epoch -> civil date (Howard Hinnant's algorithm), formatted "%d %b %Y".
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let z = (secs / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -117,9 +150,7 @@ fn today() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     format!("{d:02} {} {y}", MONTHS[(m - 1) as usize])
 }
 
@@ -134,18 +165,12 @@ mod tests {
     }
 
     fn convo() -> Vec<Message> {
-        vec![
-            Message::system("Be brief."),
-            Message::user("Hi!"),
-            Message::assistant("Hello."),
-            Message::user("2+2?"),
-        ]
+        vec![Message::system("Be brief."), Message::user("Hi!"), Message::assistant("Hello."), Message::user("2+2?")]
     }
 
     #[test]
     fn smollm2_chatml() {
-        let t = ChatTemplate::new(&fixture("smollm2.jinja"), "<|im_start|>", "<|im_end|>")
-            .expect("compiles");
+        let t = ChatTemplate::new(&fixture("smollm2.jinja"), "<|im_start|>", "<|im_end|>").expect("compiles");
         let out = t.render(&convo(), true).expect("renders");
         assert_eq!(
             out,
@@ -163,11 +188,8 @@ mod tests {
 
     #[test]
     fn llama3_headers_and_bos() {
-        let t = ChatTemplate::new(&fixture("llama3.jinja"), "<|begin_of_text|>", "<|eot_id|>")
-            .expect("compiles");
-        let out = t
-            .render(&[Message::system("S "), Message::user(" Q")], true)
-            .expect("renders");
+        let t = ChatTemplate::new(&fixture("llama3.jinja"), "<|begin_of_text|>", "<|eot_id|>").expect("compiles");
+        let out = t.render(&[Message::system("S "), Message::user(" Q")], true).expect("renders");
         assert_eq!(
             out,
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>\
@@ -178,40 +200,20 @@ mod tests {
     #[test]
     fn mistral_inst_and_alternation_error() {
         let t = ChatTemplate::new(&fixture("mistral.jinja"), "<s>", "</s>").expect("compiles");
-        let out = t
-            .render(
-                &[
-                    Message::user("Hi"),
-                    Message::assistant("Hey"),
-                    Message::user("Bye"),
-                ],
-                true,
-            )
-            .expect("renders");
+        let out =
+            t.render(&[Message::user("Hi"), Message::assistant("Hey"), Message::user("Bye")], true).expect("renders");
         assert_eq!(out, "<s>[INST] Hi [/INST]Hey</s>[INST] Bye [/INST]");
-        let err = t
-            .render(&[Message::user("a"), Message::user("b")], true)
-            .unwrap_err();
+        let err = t.render(&[Message::user("a"), Message::user("b")], true).unwrap_err();
         assert!(err.to_string().contains("alternate"), "{err}");
     }
 
     #[test]
     fn gemma_python_methods_and_role_rename() {
         let t = ChatTemplate::new(&fixture("gemma.jinja"), "<bos>", "<eos>").expect("compiles");
-        let out = t
-            .render(&[Message::user("  Hi  "), Message::assistant("Yo")], false)
-            .expect("renders");
-        assert_eq!(
-            out,
-            "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nYo<end_of_turn>\n"
-        );
-        let err = t
-            .render(&[Message::system("x"), Message::user("y")], true)
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("System role not supported"),
-            "{err}"
-        );
+        let out = t.render(&[Message::user("  Hi  "), Message::assistant("Yo")], false).expect("renders");
+        assert_eq!(out, "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nYo<end_of_turn>\n");
+        let err = t.render(&[Message::system("x"), Message::user("y")], true).unwrap_err();
+        assert!(err.to_string().contains("System role not supported"), "{err}");
     }
 
     #[test]

@@ -22,21 +22,13 @@ pub enum GgufError {
     #[error("model file not found: {}", path.display())]
     NotFound { path: PathBuf },
     #[error("cannot read {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{} is not a GGUF file (it starts with {magic:?}, a GGUF file starts with \"GGUF\")", path.display())]
     NotGguf { path: PathBuf, magic: String },
     #[error("{} uses GGUF version {version}; versions 2 and 3 are supported", path.display())]
     UnsupportedVersion { path: PathBuf, version: u32 },
     #[error("{} is truncated: {what} needs {needed} bytes but the file has {size} (an interrupted download?)", path.display())]
-    Truncated {
-        path: PathBuf,
-        what: String,
-        needed: u64,
-        size: u64,
-    },
+    Truncated { path: PathBuf, what: String, needed: u64, size: u64 },
     #[error("{} is corrupt: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
 }
@@ -142,11 +134,7 @@ impl GgufFile {
         for t in self.tensors.iter().filter(|t| t.dims.len() >= 2) {
             *counts.entry(t.ggml_type.to_string()).or_default() += t.n_elements();
         }
-        counts
-            .into_iter()
-            .max_by_key(|(_, n)| *n)
-            .map(|(k, _)| k)
-            .unwrap_or_else(|| "unknown".into())
+        counts.into_iter().max_by_key(|(_, n)| *n).map(|(k, _)| k).unwrap_or_else(|| "unknown".into())
     }
     /// A token's text from the vocabulary (`tokenizer.ggml.tokens`).
     pub fn token_text(&self, id: u64) -> Option<&str> {

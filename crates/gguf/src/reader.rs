@@ -31,12 +31,7 @@ impl Cursor<'_> {
             });
         }
         let mut buf = vec![0u8; usize::try_from(n).map_err(|_| self.corrupt("length overflows"))?];
-        self.r
-            .read_exact(&mut buf)
-            .map_err(|source| GgufError::Io {
-                path: self.path.to_path_buf(),
-                source,
-            })?;
+        self.r.read_exact(&mut buf).map_err(|source| GgufError::Io { path: self.path.to_path_buf(), source })?;
         self.pos += n;
         Ok(buf)
     }
@@ -59,8 +54,7 @@ impl Cursor<'_> {
         }
         let b = self.bytes(len, what)?;
         // GGUF strings are UTF-8; be lenient like llama.cpp with the odd invalid vocab entry.
-        Ok(String::from_utf8(b)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        Ok(String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
     }
     fn value(&mut self, ty: u32, what: &str, depth: u32) -> Result<Value, GgufError> {
         Ok(match ty {
@@ -102,47 +96,24 @@ impl Cursor<'_> {
         })
     }
     fn corrupt(&self, reason: &str) -> GgufError {
-        GgufError::Corrupt {
-            path: self.path.to_path_buf(),
-            reason: reason.to_string(),
-        }
+        GgufError::Corrupt { path: self.path.to_path_buf(), reason: reason.to_string() }
     }
 }
 
 pub(crate) fn read(path: &Path) -> Result<GgufFile, GgufError> {
     let file = File::open(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => GgufError::NotFound {
-            path: path.to_path_buf(),
-        },
-        _ => GgufError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
+        std::io::ErrorKind::NotFound => GgufError::NotFound { path: path.to_path_buf() },
+        _ => GgufError::Io { path: path.to_path_buf(), source },
     })?;
-    let meta = file.metadata().map_err(|source| GgufError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let meta = file.metadata().map_err(|source| GgufError::Io { path: path.to_path_buf(), source })?;
     if meta.is_dir() {
-        return Err(GgufError::Corrupt {
-            path: path.to_path_buf(),
-            reason: "it is a directory".into(),
-        });
+        return Err(GgufError::Corrupt { path: path.to_path_buf(), reason: "it is a directory".into() });
     }
     let size = meta.len();
-    let mut c = Cursor {
-        r: BufReader::with_capacity(1 << 16, file),
-        pos: 0,
-        size,
-        path,
-    };
+    let mut c = Cursor { r: BufReader::with_capacity(1 << 16, file), pos: 0, size, path };
 
     if size < 4 {
-        let magic = if size == 0 {
-            Vec::new()
-        } else {
-            c.bytes(size, "magic")?
-        };
+        let magic = if size == 0 { Vec::new() } else { c.bytes(size, "magic")? };
         return Err(GgufError::NotGguf {
             path: path.to_path_buf(),
             magic: String::from_utf8_lossy(&magic).into_owned(),
@@ -157,17 +128,12 @@ pub(crate) fn read(path: &Path) -> Result<GgufFile, GgufError> {
     }
     let version = c.u32("version")?;
     if !(2..=3).contains(&version) {
-        return Err(GgufError::UnsupportedVersion {
-            path: path.to_path_buf(),
-            version,
-        });
+        return Err(GgufError::UnsupportedVersion { path: path.to_path_buf(), version });
     }
     let n_tensors = c.u64("tensor count")?;
     let n_kv = c.u64("metadata count")?;
     if n_tensors > MAX_TENSORS || n_kv > MAX_KV {
-        return Err(c.corrupt(&format!(
-            "header claims {n_tensors} tensors and {n_kv} metadata keys"
-        )));
+        return Err(c.corrupt(&format!("header claims {n_tensors} tensors and {n_kv} metadata keys")));
     }
 
     let mut metadata = BTreeMap::new();
@@ -191,18 +157,10 @@ pub(crate) fn read(path: &Path) -> Result<GgufFile, GgufError> {
         }
         let ggml_type = GgmlType(c.u32(&format!("tensor {name}"))?);
         let offset = c.u64(&format!("tensor {name}"))?;
-        tensors.push(TensorInfo {
-            name,
-            dims,
-            ggml_type,
-            offset,
-        });
+        tensors.push(TensorInfo { name, dims, ggml_type, offset });
     }
 
-    let alignment = metadata
-        .get("general.alignment")
-        .and_then(Value::as_u64)
-        .unwrap_or(DEFAULT_ALIGNMENT);
+    let alignment = metadata.get("general.alignment").and_then(Value::as_u64).unwrap_or(DEFAULT_ALIGNMENT);
     if alignment == 0 || !alignment.is_power_of_two() {
         return Err(c.corrupt(&format!("general.alignment is {alignment}")));
     }
@@ -221,11 +179,5 @@ pub(crate) fn read(path: &Path) -> Result<GgufFile, GgufError> {
         }
     }
 
-    Ok(GgufFile {
-        version,
-        metadata,
-        tensors,
-        data_offset,
-        file_size: size,
-    })
+    Ok(GgufFile { version, metadata, tensors, data_offset, file_size: size })
 }

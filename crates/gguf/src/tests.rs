@@ -41,10 +41,7 @@ fn tiny_gguf(n: u64, data_bytes: usize) -> Vec<u8> {
 }
 
 fn write(bytes: &[u8]) -> tempfile::NamedTempFile {
-    let mut f = tempfile::Builder::new()
-        .suffix(".gguf")
-        .tempfile()
-        .expect("tempfile");
+    let mut f = tempfile::Builder::new().suffix(".gguf").tempfile().expect("tempfile");
     f.write_all(bytes).expect("write");
     f
 }
@@ -80,10 +77,7 @@ fn text_file_is_not_gguf() {
 #[test]
 fn empty_file_is_not_gguf() {
     let f = write(b"");
-    assert!(matches!(
-        GgufFile::open(f.path()).unwrap_err(),
-        GgufError::NotGguf { .. }
-    ));
+    assert!(matches!(GgufFile::open(f.path()).unwrap_err(), GgufError::NotGguf { .. }));
 }
 
 #[test]
@@ -100,10 +94,7 @@ fn truncated_in_header() {
     for cut in [5, 12, 30, 60, 100] {
         let f = write(&full[..cut]);
         let e = GgufFile::open(f.path()).unwrap_err();
-        assert!(
-            matches!(e, GgufError::Truncated { .. }),
-            "cut at {cut}: {e}"
-        );
+        assert!(matches!(e, GgufError::Truncated { .. }), "cut at {cut}: {e}");
     }
 }
 
@@ -112,18 +103,12 @@ fn bad_version_and_hostile_lengths() {
     let mut b = tiny_gguf(8, 32);
     b[4..8].copy_from_slice(&9u32.to_le_bytes());
     let f = write(&b);
-    assert!(matches!(
-        GgufFile::open(f.path()).unwrap_err(),
-        GgufError::UnsupportedVersion { version: 9, .. }
-    ));
+    assert!(matches!(GgufFile::open(f.path()).unwrap_err(), GgufError::UnsupportedVersion { version: 9, .. }));
 
     let mut b = tiny_gguf(8, 32);
     b[16..24].copy_from_slice(&u64::MAX.to_le_bytes()); // kv count
     let f = write(&b);
-    assert!(matches!(
-        GgufFile::open(f.path()).unwrap_err(),
-        GgufError::Corrupt { .. }
-    ));
+    assert!(matches!(GgufFile::open(f.path()).unwrap_err(), GgufError::Corrupt { .. }));
 }
 
 #[test]

@@ -50,22 +50,12 @@ impl Value {
             Value::String(s) => format!("{s:?}"),
             Value::Array(items) if items.len() > 8 => format!("[{} items]", items.len()),
             Value::Array(items) => {
-                format!(
-                    "[{}]",
-                    items
-                        .iter()
-                        .map(Value::summary)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
+                format!("[{}]", items.iter().map(Value::summary).collect::<Vec<_>>().join(", "))
             }
             Value::Bool(b) => b.to_string(),
             Value::F32(v) => v.to_string(),
             Value::F64(v) => v.to_string(),
-            other => other
-                .as_u64()
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| format!("{other:?}")),
+            other => other.as_u64().map(|v| v.to_string()).unwrap_or_else(|| format!("{other:?}")),
         }
     }
 }

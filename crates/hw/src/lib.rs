@@ -46,14 +46,8 @@ pub fn detect() -> Hardware {
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
     sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
-    let model = sys
-        .cpus()
-        .first()
-        .map(|c| c.brand().trim().to_string())
-        .unwrap_or_default();
-    let logical = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let model = sys.cpus().first().map(|c| c.brand().trim().to_string()).unwrap_or_default();
+    let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     Hardware {
         os: format!(
             "{} {}",
@@ -63,30 +57,17 @@ pub fn detect() -> Hardware {
         .trim()
         .to_string(),
         arch: std::env::consts::ARCH.to_string(),
-        cpu: Cpu {
-            model,
-            physical_cores: physical_cores(),
-            logical_cores: logical,
-            features: simd_features(),
-        },
-        memory: Memory {
-            total_bytes: sys.total_memory(),
-            available_bytes: sys.available_memory(),
-        },
+        cpu: Cpu { model, physical_cores: physical_cores(), logical_cores: logical, features: simd_features() },
+        memory: Memory { total_bytes: sys.total_memory(), available_bytes: sys.available_memory() },
         gpus: gpus(),
     }
 }
 
 /// Physical cores (not hyper-threads): llama.cpp runs fastest with one thread per core.
 pub fn physical_cores() -> usize {
-    let logical = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     // Respect a CPU quota/affinity smaller than the machine (containers).
-    sysinfo::System::new()
-        .physical_core_count()
-        .unwrap_or(logical)
-        .clamp(1, logical)
+    sysinfo::System::new().physical_core_count().unwrap_or(logical).clamp(1, logical)
 }
 
 /// Available memory in bytes (for load-time checks).
@@ -146,10 +127,7 @@ fn gpus() -> Vec<Gpu> {
 
 fn nvidia_smi() -> Vec<Gpu> {
     let Ok(o) = std::process::Command::new("nvidia-smi")
-        .args([
-            "--query-gpu=name,memory.total",
-            "--format=csv,noheader,nounits",
-        ])
+        .args(["--query-gpu=name,memory.total", "--format=csv,noheader,nounits"])
         .output()
     else {
         return Vec::new();
@@ -178,17 +156,8 @@ fn nvidia_proc() -> Vec<Gpu> {
     dir.flatten()
         .filter_map(|e| {
             let info = std::fs::read_to_string(e.path().join("information")).ok()?;
-            let name = info
-                .lines()
-                .find_map(|l| l.strip_prefix("Model:"))?
-                .trim()
-                .to_string();
-            Some(Gpu {
-                vendor: "nvidia",
-                name,
-                memory_bytes: None,
-                source: "/proc/driver/nvidia",
-            })
+            let name = info.lines().find_map(|l| l.strip_prefix("Model:"))?.trim().to_string();
+            Some(Gpu { vendor: "nvidia", name, memory_bytes: None, source: "/proc/driver/nvidia" })
         })
         .collect()
 }

@@ -125,20 +125,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         report.model, report.prompt_tokens, report.max_tokens, report.iterations
     );
     println!("load: {:.0} ms", report.load_ms);
-    println!(
-        "{:<16} {:>10} {:>10} {:>10} {:>10}",
-        "metric", "mean", "p50", "p90", "max"
-    );
+    println!("{:<16} {:>10} {:>10} {:>10} {:>10}", "metric", "mean", "p50", "p90", "max");
     for (name, s) in [
         ("ttft (ms)", &report.ttft_ms),
         ("prompt (tok/s)", &report.prompt_tps),
         ("decode (tok/s)", &report.decode_tps),
         ("latency (ms)", &report.latency_ms),
     ] {
-        println!(
-            "{name:<16} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
-            s.mean, s.p50, s.p90, s.max
-        );
+        println!("{name:<16} {:>10.1} {:>10.1} {:>10.1} {:>10.1}", s.mean, s.p50, s.p90, s.max);
     }
     Ok(())
 }
@@ -177,9 +171,7 @@ async fn one(model: &dyn LoadedModel, prompt: &str, args: &BenchArgs) -> anyhow:
 
 /// A prompt of exactly `n` tokens (with the BOS token, if the model adds one).
 fn synthetic_prompt(model: &dyn LoadedModel, n: u32) -> anyhow::Result<String> {
-    const WORDS: &[&str] = &[
-        "the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while",
-    ];
+    const WORDS: &[&str] = &["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while"];
     let mut text = String::new();
     for i in 0.. {
         let count = model.tokenize(&text)?.len();
@@ -217,12 +209,7 @@ fn rate(n: u32, d: Duration) -> f64 {
 fn summarize(mut v: Vec<f64>) -> Stats {
     v.sort_by(|a, b| a.total_cmp(b));
     let pick = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
-    Stats {
-        mean: v.iter().sum::<f64>() / v.len() as f64,
-        p50: pick(0.5),
-        p90: pick(0.9),
-        max: v[v.len() - 1],
-    }
+    Stats { mean: v.iter().sum::<f64>() / v.len() as f64, p50: pick(0.5), p90: pick(0.9), max: v[v.len() - 1] }
 }
 
 #[cfg(test)]

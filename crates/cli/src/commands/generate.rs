@@ -58,9 +58,7 @@ struct GenerateResult {
 pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let prompt_text = if args.prompt == "-" {
         let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading the prompt from stdin")?;
+        std::io::stdin().read_to_string(&mut s).context("reading the prompt from stdin")?;
         s
     } else {
         args.prompt.clone()
@@ -101,15 +99,10 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
                 }
                 response.push_str(&text);
             }
-            TokenEvent::Done {
-                finish_reason,
-                usage,
-                timings,
-            } => done = Some((finish_reason, usage, timings)),
+            TokenEvent::Done { finish_reason, usage, timings } => done = Some((finish_reason, usage, timings)),
         }
     }
-    let (finish_reason, usage, timings) =
-        done.context("the engine ended the stream without a final event")?;
+    let (finish_reason, usage, timings) = done.context("the engine ended the stream without a final event")?;
     let per_sec = |n: u32, d: std::time::Duration| {
         if d.is_zero() {
             0.0
@@ -129,10 +122,7 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
         eval_count: usage.completion_tokens,
         eval_duration: timings.eval.as_nanos(),
         time_to_first_token: ttft.unwrap_or_default().as_nanos(),
-        prompt_tokens_per_second: per_sec(
-            usage.prompt_tokens - usage.cached_tokens,
-            timings.prompt_eval,
-        ),
+        prompt_tokens_per_second: per_sec(usage.prompt_tokens - usage.cached_tokens, timings.prompt_eval),
         // The first token's time belongs to the prompt evaluation; eval covers the rest.
         tokens_per_second: per_sec(usage.completion_tokens.saturating_sub(1), timings.eval),
     };

@@ -32,17 +32,10 @@ struct ModelChoice {
 }
 
 pub fn run(args: InfoArgs) -> anyhow::Result<()> {
-    let engines: Vec<_> = crate::engines::available()
-        .iter()
-        .map(|e| e.info())
-        .collect();
+    let engines: Vec<_> = crate::engines::available().iter().map(|e| e.info()).collect();
     let model = args.model.map(|path| {
         let (engine, reason) = crate::engines::choose(&path);
-        ModelChoice {
-            path,
-            engine: engine.map(|e| e.id),
-            reason,
-        }
+        ModelChoice { path, engine: engine.map(|e| e.id), reason }
     });
     let info = Info {
         version: env!("CARGO_PKG_VERSION"),
@@ -58,62 +51,27 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     let hw = &info.hardware;
     println!("HyperLlama {}", info.version);
     println!("OS:        {} ({})", hw.os, hw.arch);
-    println!(
-        "CPU:       {}",
-        if hw.cpu.model.is_empty() {
-            "unknown"
-        } else {
-            &hw.cpu.model
-        }
-    );
-    println!(
-        "Cores:     {} physical, {} logical",
-        hw.cpu.physical_cores, hw.cpu.logical_cores
-    );
+    println!("CPU:       {}", if hw.cpu.model.is_empty() { "unknown" } else { &hw.cpu.model });
+    println!("Cores:     {} physical, {} logical", hw.cpu.physical_cores, hw.cpu.logical_cores);
     println!(
         "SIMD:      {}",
-        if hw.cpu.features.is_empty() {
-            "none detected".into()
-        } else {
-            hw.cpu.features.join(" ")
-        }
+        if hw.cpu.features.is_empty() { "none detected".into() } else { hw.cpu.features.join(" ") }
     );
-    println!(
-        "Memory:    {} total, {} available",
-        gib(hw.memory.total_bytes),
-        gib(hw.memory.available_bytes)
-    );
+    println!("Memory:    {} total, {} available", gib(hw.memory.total_bytes), gib(hw.memory.available_bytes));
     if hw.gpus.is_empty() {
         println!("GPUs:      none found");
     }
     for g in &hw.gpus {
-        let mem = g
-            .memory_bytes
-            .map(gib)
-            .unwrap_or_else(|| "memory unknown".into());
-        println!(
-            "GPU:       {} {} ({mem}, via {})",
-            g.vendor, g.name, g.source
-        );
+        let mem = g.memory_bytes.map(gib).unwrap_or_else(|| "memory unknown".into());
+        println!("GPU:       {} {} ({mem}, via {})", g.vendor, g.name, g.source);
     }
     println!("Engines:");
     for e in &info.engines {
-        println!(
-            "  {:<10} {}  formats: {}  devices: {}",
-            e.id,
-            e.version,
-            e.formats.join(","),
-            e.devices.join(",")
-        );
+        println!("  {:<10} {}  formats: {}  devices: {}", e.id, e.version, e.formats.join(","), e.devices.join(","));
     }
     println!("GGUF models run on: {}", info.default_gguf_engine);
     if let Some(m) = &info.model {
-        println!(
-            "{}: {} ({})",
-            m.path.display(),
-            m.engine.unwrap_or("no engine"),
-            m.reason
-        );
+        println!("{}: {} ({})", m.path.display(), m.engine.unwrap_or("no engine"), m.reason);
     }
     Ok(())
 }

@@ -17,27 +17,16 @@ pub fn model_path() -> PathBuf {
     }
     let home = std::env::var("HOME").unwrap_or_default();
     let p = PathBuf::from(home).join(".cache/hyperllama/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "test model missing: run scripts/fetch-model.sh or set HYPERLLAMA_TEST_MODEL"
-    );
+    assert!(p.exists(), "test model missing: run scripts/fetch-model.sh or set HYPERLLAMA_TEST_MODEL");
     p
 }
 
 pub async fn load_with(options: LoadOptions) -> Arc<dyn LoadedModel> {
-    LlamaCppEngine::new()
-        .load(options)
-        .await
-        .expect("the test model loads")
+    LlamaCppEngine::new().load(options).await.expect("the test model loads")
 }
 
 pub async fn load() -> Arc<dyn LoadedModel> {
-    load_with(LoadOptions {
-        path: model_path(),
-        ctx_size: Some(1024),
-        ..LoadOptions::default()
-    })
-    .await
+    load_with(LoadOptions { path: model_path(), ctx_size: Some(1024), ..LoadOptions::default() }).await
 }
 
 pub fn greedy(prompt: Prompt, max_tokens: u32) -> GenerateRequest {
@@ -68,18 +57,7 @@ pub async fn run(model: &dyn LoadedModel, request: GenerateRequest) -> Output {
                 text.push_str(&t);
             }
             TokenEvent::Text(t) => text.push_str(&t),
-            TokenEvent::Done {
-                finish_reason,
-                usage,
-                ..
-            } => {
-                return Output {
-                    text,
-                    ids,
-                    finish: finish_reason,
-                    usage,
-                }
-            }
+            TokenEvent::Done { finish_reason, usage, .. } => return Output { text, ids, finish: finish_reason, usage },
         }
     }
     panic!("stream ended without Done");
