@@ -1,0 +1,49 @@
+//! Ollama's REST API (`/api/...`), so that Ollama's official clients, and the tools built on
+//! them, work against HyperLlama unchanged. Durations are nanoseconds; streams are NDJSON.
+
+mod go_template;
+mod handlers;
+mod models;
+mod types;
+
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, head, post};
+use axum::Router;
+
+use crate::{ApiError, AppState};
+
+pub struct Ollama;
+
+impl super::Dialect for Ollama {
+    fn error_response(err: &ApiError) -> Response {
+        (err.status(), axum::Json(serde_json::json!({ "error": err.message }))).into_response()
+    }
+}
+
+pub(crate) type Json<T> = crate::extract::DialectJson<T, Ollama>;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(handlers::root).head(handlers::root))
+        .route("/api/version", get(handlers::version).head(handlers::version))
+        .route("/api/generate", post(handlers::generate))
+        .route("/api/chat", post(handlers::chat))
+        .route("/api/embed", post(handlers::embed))
+        .route("/api/embeddings", post(handlers::embeddings))
+        .route("/api/tags", get(models::tags).head(models::tags))
+        .route("/api/show", post(models::show))
+        .route("/api/ps", get(models::ps))
+        .route("/api/pull", post(models::pull))
+        .route("/api/create", post(models::create))
+        .route("/api/copy", post(models::copy))
+        .route("/api/delete", axum::routing::delete(models::delete))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::MAX_JSON_BODY))
+        // Blob uploads stream to disk (a GGUF is gigabytes): no JSON body limit.
+        .route("/api/blobs/{digest}", head(models::blob_exists).post(models::blob_upload))
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        <Ollama as super::Dialect>::error_response(&self)
+    }
+}

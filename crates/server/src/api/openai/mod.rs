@@ -1,0 +1,56 @@
+//! OpenAI's API (`/v1/...`), so that the official `openai` clients and everything built on
+//! them work against HyperLlama. Streams are server-sent events ending in `data: [DONE]`.
+
+mod handlers;
+mod types;
+
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::{ApiError, AppState, ErrorKind};
+
+pub struct OpenAi;
+
+impl super::Dialect for OpenAi {
+    fn error_response(err: &ApiError) -> Response {
+        let kind = match err.kind {
+            ErrorKind::BadRequest | ErrorKind::PayloadTooLarge => "invalid_request_error",
+            ErrorKind::NotFound => "invalid_request_error",
+            ErrorKind::Unavailable => "service_unavailable",
+            ErrorKind::NotImplemented => "not_implemented",
+            ErrorKind::Internal => "server_error",
+        };
+        let body = serde_json::json!({
+            "error": { "message": err.message, "type": kind, "param": err.param, "code": err.code }
+        });
+        (err.status(), axum::Json(body)).into_response()
+    }
+}
+
+pub(crate) type Json<T> = crate::extract::DialectJson<T, OpenAi>;
+
+/// An error rendered in OpenAI's shape (handlers return it so `?` works on `ApiError`).
+pub struct OpenAiError(pub ApiError);
+
+impl<E: Into<ApiError>> From<E> for OpenAiError {
+    fn from(e: E) -> Self {
+        Self(e.into())
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        <OpenAi as super::Dialect>::error_response(&self.0)
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/chat/completions", post(handlers::chat_completions))
+        .route("/v1/completions", post(handlers::completions))
+        .route("/v1/embeddings", post(handlers::embeddings))
+        .route("/v1/models", get(handlers::list_models))
+        .route("/v1/models/{*id}", get(handlers::get_model))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::MAX_JSON_BODY))
+}

@@ -1,0 +1,284 @@
+//! Which models exist (the store), which are loaded, and for how long (keep-alive).
+//!
+//! One loaded instance per model name. A request with different load-time options (context
+//! size, threads) reloads it, as Ollama does. A reaper task unloads models whose keep-alive
+//! ran out and that no response is still streaming from; `max_loaded` evicts the least
+//! recently used idle model before loading another.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyperllama_engine::{Engine, LoadOptions, LoadedModel};
+use hyperllama_store::{Digest, Manifest, ModelName, Store};
+use serde::Serialize;
+
+use crate::{ApiError, ErrorKind, KeepAlive};
+
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    pub ctx_size: Option<u32>,
+    pub threads: Option<u32>,
+    pub keep_alive: KeepAlive,
+    pub max_loaded: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self { ctx_size: None, threads: None, keep_alive: KeepAlive::DEFAULT, max_loaded: 3 }
+    }
+}
+
+/// Facts from a model's GGUF header, for `/api/tags`, `/api/show` and `/api/ps`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelDetails {
+    pub format: &'static str,
+    pub family: String,
+    pub families: Vec<String>,
+    pub parameter_size: String,
+    pub quantization_level: String,
+    #[serde(skip)]
+    pub context_length: u64,
+    #[serde(skip)]
+    pub embedding_length: u64,
+    #[serde(skip)]
+    pub chat_template: Option<String>,
+    /// Selected GGUF metadata (scalars only), for `/api/show`'s `model_info`.
+    #[serde(skip)]
+    pub model_info: serde_json::Map<String, serde_json::Value>,
+}
+
+struct Slot {
+    model: Arc<dyn LoadedModel>,
+    manifest: Manifest,
+    options: LoadOptions,
+    expires: Option<Instant>,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    last_used: Instant,
+}
+
+/// A model ready to serve one request. Holding it keeps the model loaded.
+pub struct Acquired {
+    pub name: String,
+    pub model: Arc<dyn LoadedModel>,
+    pub manifest: Manifest,
+    pub load_duration: Duration,
+}
+
+/// Load-time options a request may ask for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadRequest {
+    pub num_ctx: Option<u32>,
+    pub num_thread: Option<u32>,
+    pub keep_alive: Option<KeepAlive>,
+}
+
+/// A loaded model, as `/api/ps` shows it.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub name: String,
+    pub manifest: Manifest,
+    pub context_length: u32,
+    pub size: u64,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub struct Registry {
+    engine: Arc<dyn Engine>,
+    store: Store,
+    config: RegistryConfig,
+    loaded: tokio::sync::Mutex<HashMap<String, Slot>>,
+    details: std::sync::Mutex<HashMap<Digest, Arc<ModelDetails>>>,
+}
+
+impl Registry {
+    pub fn new(engine: Arc<dyn Engine>, store: Store, config: RegistryConfig) -> Self {
+        Self { engine, store, config, loaded: Default::default(), details: Default::default() }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn manifest(&self, name: &str) -> Result<(ModelName, Manifest), ApiError> {
+        let parsed = ModelName::parse(name)?;
+        let manifest = self.store.get(&parsed)?;
+        Ok((parsed, manifest))
+    }
+
+    pub fn blob_path(&self, manifest: &Manifest) -> PathBuf {
+        self.store.blob_path(&manifest.model)
+    }
+
+    /// GGUF facts for a manifest's weights, read once per blob.
+    pub fn details(&self, manifest: &Manifest) -> Result<Arc<ModelDetails>, ApiError> {
+        if let Some(d) = self.details.lock().ok().and_then(|c| c.get(&manifest.model).cloned()) {
+            return Ok(d);
+        }
+        let gguf = hyperllama_gguf::GgufFile::open(self.blob_path(manifest))
+            .map_err(|e| ApiError::new(ErrorKind::Internal, "corrupt_model", e.to_string()))?;
+        let arch = gguf.architecture().unwrap_or("unknown").to_string();
+        let mut model_info = serde_json::Map::new();
+        for (k, v) in &gguf.metadata {
+            if k.starts_with("tokenizer.") {
+                continue;
+            }
+            let j = match v {
+                hyperllama_gguf::Value::String(s) => serde_json::Value::String(s.clone()),
+                hyperllama_gguf::Value::Bool(b) => serde_json::Value::Bool(*b),
+                hyperllama_gguf::Value::Array(_) => continue,
+                other => match (other.as_u64(), other.as_f64()) {
+                    (Some(n), _) => serde_json::Value::from(n),
+                    (None, Some(f)) => serde_json::Value::from(f),
+                    _ => continue,
+                },
+            };
+            model_info.insert(k.clone(), j);
+        }
+        model_info.insert("general.parameter_count".into(), gguf.parameter_count().into());
+        let d = Arc::new(ModelDetails {
+            format: "gguf",
+            family: arch.clone(),
+            families: vec![arch],
+            parameter_size: hyperllama_gguf::human_params(gguf.parameter_count()),
+            quantization_level: gguf.quantization(),
+            context_length: gguf.context_length().unwrap_or(0),
+            embedding_length: gguf.embedding_length().unwrap_or(0),
+            chat_template: gguf.chat_template().map(str::to_string),
+            model_info,
+        });
+        if let Ok(mut c) = self.details.lock() {
+            c.insert(manifest.model.clone(), d.clone());
+        }
+        Ok(d)
+    }
+
+    /// The model `name`, loaded with the requested options; loads (or reloads) when needed.
+    pub async fn acquire(&self, name: &str, req: LoadRequest) -> Result<Acquired, ApiError> {
+        let (parsed, manifest) = self.manifest(name)?;
+        let key = parsed.to_string();
+        let param_u32 = |k: &str| manifest.parameters.get(k).and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok());
+        let options = LoadOptions {
+            path: self.blob_path(&manifest),
+            ctx_size: req.num_ctx.or_else(|| param_u32("num_ctx")).or(self.config.ctx_size),
+            threads: req.num_thread.or_else(|| param_u32("num_thread")).or(self.config.threads),
+            gpu_layers: param_u32("num_gpu"),
+        };
+        let keep_alive = req.keep_alive.unwrap_or(self.config.keep_alive);
+
+        let mut loaded = self.loaded.lock().await;
+        let mut load_duration = Duration::ZERO;
+        let reusable = loaded.get(&key).is_some_and(|s| s.options == options && s.manifest.model == manifest.model);
+        if !reusable {
+            if let Some(old) = loaded.remove(&key) {
+                tracing::info!(model = %key, "reloading with new options");
+                let _ = old.model.unload().await;
+            }
+            self.evict_for_one_more(&mut loaded).await;
+            let t0 = Instant::now();
+            let model = self.engine.load(options.clone()).await?;
+            load_duration = t0.elapsed();
+            tracing::info!(model = %key, ms = load_duration.as_millis() as u64, "model loaded");
+            loaded.insert(
+                key.clone(),
+                Slot {
+                    model,
+                    manifest: manifest.clone(),
+                    options,
+                    expires: None,
+                    expires_at: None,
+                    last_used: Instant::now(),
+                },
+            );
+        }
+        let slot = loaded.get_mut(&key).ok_or_else(|| ApiError::new(ErrorKind::Internal, "internal", "lost a slot"))?;
+        slot.last_used = Instant::now();
+        match keep_alive {
+            KeepAlive::Forever => {
+                slot.expires = None;
+                slot.expires_at = None;
+            }
+            KeepAlive::For(d) => {
+                slot.expires = Some(Instant::now() + d);
+                slot.expires_at = chrono::Duration::from_std(d).ok().map(|d| chrono::Utc::now() + d);
+            }
+        }
+        Ok(Acquired { name: key, model: slot.model.clone(), manifest: slot.manifest.clone(), load_duration })
+    }
+
+    async fn evict_for_one_more(&self, loaded: &mut HashMap<String, Slot>) {
+        while loaded.len() >= self.config.max_loaded.max(1) {
+            let idle = loaded
+                .iter()
+                .filter(|(_, s)| Arc::strong_count(&s.model) == 1)
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| k.clone());
+            let Some(k) = idle else { break };
+            if let Some(s) = loaded.remove(&k) {
+                tracing::info!(model = %k, "unloading the least recently used model to make room");
+                let _ = s.model.unload().await;
+            }
+        }
+    }
+
+    /// Unloads `name` now. Returns whether it was loaded.
+    pub async fn unload(&self, name: &str) -> Result<bool, ApiError> {
+        let key = ModelName::parse(name)?.to_string();
+        let slot = self.loaded.lock().await.remove(&key);
+        match slot {
+            Some(s) => {
+                s.model.unload().await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    pub async fn unload_all(&self) {
+        let slots: Vec<Slot> = self.loaded.lock().await.drain().map(|(_, s)| s).collect();
+        for s in slots {
+            let _ = s.model.unload().await;
+        }
+    }
+
+    pub async fn running(&self) -> Vec<Running> {
+        let loaded = self.loaded.lock().await;
+        let mut out: Vec<Running> = loaded
+            .iter()
+            .map(|(name, s)| Running {
+                name: name.clone(),
+                manifest: s.manifest.clone(),
+                context_length: s.model.info().loaded_context,
+                size: s.model.info().size_bytes,
+                expires_at: s.expires_at,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Unloads models whose keep-alive ran out, once nothing streams from them.
+    pub fn spawn_reaper(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let now = Instant::now();
+                let expired: Vec<Slot> = {
+                    let mut loaded = self.loaded.lock().await;
+                    let keys: Vec<String> = loaded
+                        .iter()
+                        .filter(|(_, s)| s.expires.is_some_and(|e| e <= now) && Arc::strong_count(&s.model) == 1)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    keys.iter().filter_map(|k| loaded.remove(k)).collect()
+                };
+                for s in expired {
+                    tracing::info!(model = %s.manifest.name, "keep-alive expired; unloading");
+                    let _ = s.model.unload().await;
+                }
+            }
+        })
+    }
+}
