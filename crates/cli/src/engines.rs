@@ -12,6 +12,11 @@ pub fn available() -> Vec<Arc<dyn Engine>> {
     vec![Arc::new(LlamaCppEngine::new())]
 }
 
+/// The engine the server loads GGUF models with.
+pub fn default_engine() -> Arc<dyn Engine> {
+    Arc::new(LlamaCppEngine::new())
+}
+
 /// The engine that would serve `path`, and why.
 pub fn choose(path: &Path) -> (Option<EngineInfo>, String) {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();

@@ -3,6 +3,7 @@
 //! concrete engines.
 
 mod args;
+mod client;
 mod commands;
 mod engines;
 
@@ -25,6 +26,27 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Measure load time, time to first token, prompt and decode speed of a model in-process.
     Bench(commands::bench::BenchArgs),
+    /// Start the server: Ollama-compatible /api and OpenAI-compatible /v1 on 127.0.0.1:11434.
+    Serve(commands::serve::ServeArgs),
+    /// Chat with a model through the server (a prompt for one answer, none for interactive).
+    Run(commands::run::RunArgs),
+    /// Create a model from a Modelfile or a GGUF file.
+    Create(commands::models::CreateArgs),
+    /// List the models in the store.
+    #[command(alias = "ls")]
+    List(commands::models::HostArg),
+    /// List the loaded models.
+    Ps(commands::models::HostArg),
+    /// Show a model's details, Modelfile, template or parameters.
+    Show(commands::models::ShowArgs),
+    /// Remove models.
+    Rm(commands::models::NamesArgs),
+    /// Copy a model under another name (no data is copied).
+    Cp(commands::models::CopyArgs),
+    /// Unload models now.
+    Stop(commands::models::NamesArgs),
+    /// Pull models (hub pulls arrive with the model store; a local model answers at once).
+    Pull(commands::models::NamesArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +56,16 @@ fn main() -> ExitCode {
         Command::Info(a) => commands::info::run(a),
         Command::Generate(a) => runtime().and_then(|rt| rt.block_on(commands::generate::run(a))),
         Command::Bench(a) => runtime().and_then(|rt| rt.block_on(commands::bench::run(a))),
+        Command::Serve(a) => runtime().and_then(|rt| rt.block_on(commands::serve::run(a))),
+        Command::Run(a) => runtime().and_then(|rt| rt.block_on(commands::run::run(a))),
+        Command::Create(a) => runtime().and_then(|rt| rt.block_on(commands::models::create(a))),
+        Command::List(a) => runtime().and_then(|rt| rt.block_on(commands::models::list(a))),
+        Command::Ps(a) => runtime().and_then(|rt| rt.block_on(commands::models::ps(a))),
+        Command::Show(a) => runtime().and_then(|rt| rt.block_on(commands::models::show(a))),
+        Command::Rm(a) => runtime().and_then(|rt| rt.block_on(commands::models::rm(a))),
+        Command::Cp(a) => runtime().and_then(|rt| rt.block_on(commands::models::cp(a))),
+        Command::Stop(a) => runtime().and_then(|rt| rt.block_on(commands::models::stop(a))),
+        Command::Pull(a) => runtime().and_then(|rt| rt.block_on(commands::models::pull(a))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

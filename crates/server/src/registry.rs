@@ -222,17 +222,27 @@ impl Registry {
         }
     }
 
-    /// Unloads `name` now. Returns whether it was loaded.
+    /// Unloads `name`: now if idle, else as soon as the responses streaming from it end.
+    /// Returns whether it was loaded.
     pub async fn unload(&self, name: &str) -> Result<bool, ApiError> {
         let key = ModelName::parse(name)?.to_string();
-        let slot = self.loaded.lock().await.remove(&key);
-        match slot {
-            Some(s) => {
-                s.model.unload().await?;
-                Ok(true)
+        let mut loaded = self.loaded.lock().await;
+        let busy = match loaded.get_mut(&key) {
+            None => return Ok(false),
+            Some(slot) if Arc::strong_count(&slot.model) > 1 => {
+                slot.expires = Some(Instant::now());
+                slot.expires_at = Some(chrono::Utc::now());
+                true
             }
-            None => Ok(false),
+            Some(_) => false,
+        };
+        if !busy {
+            if let Some(s) = loaded.remove(&key) {
+                drop(loaded);
+                s.model.unload().await?;
+            }
         }
+        Ok(true)
     }
 
     pub async fn unload_all(&self) {

@@ -12,6 +12,7 @@
 //! model under a real name. Names are validated so that none can escape the store directory.
 
 mod digest;
+mod modelfile;
 mod name;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use digest::Digest;
+pub use modelfile::{Modelfile, ModelfileError};
 pub use name::ModelName;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,101 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use hyperllama_server::{AppState, KeepAlive, Registry, RegistryConfig};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on, `host:port` (like OLLAMA_HOST). Loopback by default.
+    #[arg(long, env = "HYPERLLAMA_HOST", default_value = "127.0.0.1:11434")]
+    pub host: String,
+    /// Port, overriding the one in --host.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Where models are stored (default: $HYPERLLAMA_HOME/models, i.e. ~/.hyperllama/models).
+    #[arg(long, env = "HYPERLLAMA_MODELS")]
+    pub models: Option<PathBuf>,
+    /// Default context length for loaded models (a request's num_ctx overrides it).
+    #[arg(long, env = "HYPERLLAMA_CTX_SIZE")]
+    pub ctx_size: Option<u32>,
+    /// CPU threads per model (default: the number of physical cores).
+    #[arg(long, env = "HYPERLLAMA_THREADS")]
+    pub threads: Option<u32>,
+    /// How long a model stays loaded after a request: "5m", "1h", "-1" (forever), "0".
+    #[arg(long, env = "HYPERLLAMA_KEEP_ALIVE", default_value = "5m")]
+    pub keep_alive: String,
+    /// Most models loaded at once; the least recently used idle one is unloaded first.
+    #[arg(long, env = "HYPERLLAMA_MAX_LOADED_MODELS", default_value_t = 3)]
+    pub max_loaded_models: usize,
+}
+
+pub fn models_dir(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    let home = match std::env::var_os("HYPERLLAMA_HOME") {
+        Some(h) => PathBuf::from(h),
+        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set; set HYPERLLAMA_HOME")?).join(".hyperllama"),
+    };
+    Ok(home.join("models"))
+}
+
+fn listen_addr(args: &ServeArgs) -> anyhow::Result<SocketAddr> {
+    let raw = args.host.trim();
+    let raw = raw.split_once("://").map(|(_, h)| h).unwrap_or(raw).trim_end_matches('/');
+    let mut addr: SocketAddr = if raw.contains(':') {
+        raw.parse().with_context(|| format!("invalid --host {raw:?}: expected host:port, e.g. 127.0.0.1:11434"))?
+    } else {
+        format!("{raw}:11434").parse().with_context(|| format!("invalid --host {raw:?}"))?
+    };
+    if let Some(p) = args.port {
+        addr.set_port(p);
+    }
+    Ok(addr)
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let addr = listen_addr(&args)?;
+    let keep_alive = KeepAlive::parse_str(&args.keep_alive)
+        .with_context(|| format!("invalid --keep-alive {:?}: use e.g. 5m, 30s, -1 or 0", args.keep_alive))?;
+    let dir = models_dir(args.models.clone())?;
+    let store = hyperllama_store::Store::open(&dir).with_context(|| format!("opening the model store {}", dir.display()))?;
+    let engine = crate::engines::default_engine();
+    let registry = Arc::new(Registry::new(
+        engine,
+        store,
+        RegistryConfig { ctx_size: args.ctx_size, threads: args.threads, keep_alive, max_loaded: args.max_loaded_models },
+    ));
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    if !local.ip().is_loopback() {
+        tracing::warn!(%local, "listening on a non-loopback address without authentication: anyone who can reach it can use it");
+    }
+    // One line on stdout, so scripts can wait for it and learn the port (with --port 0).
+    println!("HyperLlama {} listening on http://{local} (models in {})", env!("CARGO_PKG_VERSION"), dir.display());
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    hyperllama_server::serve(listener, AppState { registry }, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

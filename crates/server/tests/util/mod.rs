@@ -1,0 +1,109 @@
+//! One real server per test binary: the llama.cpp engine, the SmolLM2 model in a temporary
+//! store as `smol`, on an ephemeral loopback port, served from its own runtime thread.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use hyperllama_server::{AppState, KeepAlive, Registry, RegistryConfig};
+use hyperllama_store::{ModelName, Overrides, Source, Store};
+
+pub fn model_path() -> PathBuf {
+    if let Ok(p) = std::env::var("HYPERLLAMA_TEST_MODEL") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/hyperllama/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.exists(), "test model missing: run scripts/fetch-model.sh or set HYPERLLAMA_TEST_MODEL");
+    p
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub store: Store,
+    pub registry: Arc<Registry>,
+}
+
+pub fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let store = Store::open(dir.join("models")).expect("store");
+        store
+            .create(&ModelName::parse("smol").expect("name"), Source::File(model_path()), Overrides::default())
+            .expect("import the test model");
+        let registry = Arc::new(Registry::new(
+            Arc::new(hyperllama_engine_llamacpp::LlamaCppEngine::new()),
+            store.clone(),
+            RegistryConfig { ctx_size: Some(2048), threads: None, keep_alive: KeepAlive::Forever, max_loaded: 3 },
+        ));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let state = AppState { registry: registry.clone() };
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                tx.send(listener.local_addr().expect("addr")).expect("send");
+                hyperllama_server::serve(listener, state, std::future::pending()).await.expect("serve");
+            });
+        });
+        let addr = rx.recv().expect("server started");
+        TestServer { base: format!("http://{addr}"), store, registry }
+    })
+}
+
+pub fn url(path: &str) -> String {
+    format!("{}{path}", server().base)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// POSTs JSON; returns status and body parsed as JSON (or `Value::String` of the text).
+pub async fn post(path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let r = client().post(url(path)).json(&body).send().await.expect("request");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+pub async fn post_raw(path: &str, body: &'static str) -> (u16, serde_json::Value) {
+    let r = client()
+        .post(url(path))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+pub async fn get(path: &str) -> (u16, serde_json::Value) {
+    let r = client().get(url(path)).send().await.expect("request");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+/// POSTs and returns the NDJSON lines.
+pub async fn post_ndjson(path: &str, body: serde_json::Value) -> (u16, String, Vec<serde_json::Value>) {
+    let r = client().post(url(path)).json(&body).send().await.expect("request");
+    let status = r.status().as_u16();
+    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let text = r.text().await.expect("body");
+    let lines = text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("ndjson line")).collect();
+    (status, ct, lines)
+}
+
+/// POSTs and returns the SSE `data:` payloads.
+pub async fn post_sse(path: &str, body: serde_json::Value) -> (u16, String, Vec<String>) {
+    let r = client().post(url(path)).json(&body).send().await.expect("request");
+    let status = r.status().as_u16();
+    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let text = r.text().await.expect("body");
+    let data = text.lines().filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:"))).map(str::to_string).collect();
+    (status, ct, data)
+}
