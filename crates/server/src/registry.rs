@@ -103,8 +103,12 @@ impl Registry {
 
     pub fn manifest(&self, name: &str) -> Result<(ModelName, Manifest), ApiError> {
         let parsed = ModelName::parse(name)?;
-        let manifest = self.store.get(&parsed)?;
-        Ok((parsed, manifest))
+        match self.store.get(&parsed) {
+            Ok(manifest) => Ok((parsed, manifest)),
+            // Name the model as the user wrote it, in Ollama's wording.
+            Err(hyperllama_store::StoreError::NotFound(_)) => Err(ApiError::model_not_found(name)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub fn blob_path(&self, manifest: &Manifest) -> PathBuf {
