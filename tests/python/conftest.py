@@ -1,0 +1,67 @@
+"""Starts a real `hyperllama serve` on an ephemeral loopback port with an empty store, and
+imports the SmolLM2 test model through the official ollama client (create_blob + create)."""
+
+import os
+import pathlib
+import re
+import subprocess
+import tempfile
+import time
+
+import ollama
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BINARY = pathlib.Path(os.environ.get("HYPERLLAMA_BIN", ROOT / "target" / "release" / "hyperllama"))
+
+
+def model_path() -> pathlib.Path:
+    p = os.environ.get("HYPERLLAMA_TEST_MODEL")
+    if p:
+        return pathlib.Path(p)
+    p = pathlib.Path.home() / ".cache/hyperllama/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert p.exists(), "test model missing: run scripts/fetch-model.sh or set HYPERLLAMA_TEST_MODEL"
+    return p
+
+
+@pytest.fixture(scope="session")
+def server():
+    assert BINARY.exists(), f"{BINARY} missing: build with cargo build --release -p hyperllama"
+    home = tempfile.mkdtemp(prefix="hyperllama-pytest-")
+    env = dict(os.environ, HYPERLLAMA_MODELS=os.path.join(home, "models"), RUST_LOG="warn")
+    env.pop("HYPERLLAMA_HOST", None)
+    proc = subprocess.Popen(
+        [str(BINARY), "serve", "--host", "127.0.0.1:0", "--ctx-size", "2048"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    line = proc.stdout.readline()
+    m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+    assert m, f"server did not start: {line!r}"
+    base = m.group(1)
+    try:
+        client = ollama.Client(host=base)
+        digest = client.create_blob(str(model_path()))
+        client.create(model="smol", files={"SmolLM2-135M-Instruct.Q4_1.gguf": digest})
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        assert proc.returncode is not None
+
+
+@pytest.fixture()
+def oc(server):
+    return ollama.Client(host=server)
+
+
+@pytest.fixture()
+def ai(server):
+    import openai
+
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0, timeout=120)

@@ -1,0 +1,92 @@
+"""The official `ollama` Python client against `hyperllama serve`, unchanged."""
+
+import json
+
+import ollama
+import pydantic
+import pytest
+
+GREEDY = {"temperature": 0, "num_predict": 24}
+
+
+def test_list_and_show(oc):
+    names = [m.model for m in oc.list().models]
+    assert "smol:latest" in names
+    m = next(m for m in oc.list().models if m.model == "smol:latest")
+    assert m.details.family == "llama"
+    assert m.details.quantization_level == "Q4_1"
+    assert m.size > 90_000_000
+    show = oc.show("smol")
+    assert show.modelinfo["general.architecture"] == "llama"
+    assert "<|im_start|>" in show.template
+    assert show.details.format == "gguf"
+
+
+def test_generate_streaming_and_not(oc):
+    whole = oc.generate(model="smol", prompt="Why is the sky blue?", options=GREEDY)
+    assert whole.done and whole.eval_count == 24 and whole.done_reason == "length"
+    assert whole.total_duration > 0 and whole.prompt_eval_count > 0
+    parts = list(oc.generate(model="smol", prompt="Why is the sky blue?", options=GREEDY, stream=True))
+    assert parts[-1].done
+    assert "".join(p.response for p in parts) == whole.response
+
+
+def test_chat_streaming_and_not(oc):
+    msgs = [{"role": "system", "content": "Answer in one short sentence."},
+            {"role": "user", "content": "What is the capital of France?"}]
+    r = oc.chat(model="smol", messages=msgs, options={"temperature": 0, "num_predict": 30})
+    assert "Paris" in r.message.content
+    assert r.message.role == "assistant"
+    chunks = list(oc.chat(model="smol", messages=msgs, options={"temperature": 0, "num_predict": 30}, stream=True))
+    assert "".join(c.message.content for c in chunks) == r.message.content
+    assert chunks[-1].done
+
+
+def test_chat_json_mode_and_schema(oc):
+    r = oc.chat(model="smol", format="json", options={"temperature": 0, "num_predict": 120},
+                messages=[{"role": "user", "content": "Describe a cat as JSON with a name and an age."}])
+    assert isinstance(json.loads(r.message.content), dict)
+
+    class City(pydantic.BaseModel):
+        city: str = pydantic.Field(max_length=30)
+        population: int
+
+    r = oc.chat(model="smol", format=City.model_json_schema(), options={"temperature": 0, "num_predict": 100},
+                messages=[{"role": "user", "content": "Tell me about Paris."}])
+    City.model_validate_json(r.message.content)
+
+
+def test_embed(oc):
+    r = oc.embed(model="smol", input=["a cat", "a dog"])
+    assert len(r.embeddings) == 2 and len(r.embeddings[0]) == 576
+    assert abs(sum(x * x for x in r.embeddings[0]) - 1.0) < 1e-3
+    legacy = oc.embeddings(model="smol", prompt="a cat")
+    assert len(legacy.embedding) == 576
+
+
+def test_ps_copy_delete(oc):
+    oc.generate(model="smol", prompt="hi", options={"num_predict": 2})
+    assert any(m.model == "smol:latest" for m in oc.ps().models)
+    oc.copy("smol", "smol-copy")
+    assert any(m.model == "smol-copy:latest" for m in oc.list().models)
+    oc.delete("smol-copy")
+    assert not any(m.model == "smol-copy:latest" for m in oc.list().models)
+    with pytest.raises(ollama.ResponseError) as e:
+        oc.show("smol-copy")
+    assert e.value.status_code == 404
+
+
+def test_errors_are_response_errors(oc):
+    with pytest.raises(ollama.ResponseError) as e:
+        oc.chat(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status_code == 404
+    assert "not found" in e.value.error
+    with pytest.raises(ollama.ResponseError) as e:
+        oc.generate(model="smol", prompt="hi", options={"temperature": -3})
+    assert e.value.status_code == 400
+    assert "temperature" in e.value.error
+    with pytest.raises(ollama.ResponseError) as e:
+        oc.generate(model="smol", prompt="word " * 3000, raw=True)
+    assert e.value.status_code == 400
+    # Still serving.
+    assert oc.generate(model="smol", prompt="hi", options={"num_predict": 2}).done
