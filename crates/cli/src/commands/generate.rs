@@ -33,6 +33,10 @@ pub struct GenerateArgs {
     /// Print timings to stderr after the answer.
     #[arg(long)]
     verbose: bool,
+    /// Go through a running server (`host:port` or URL) instead of loading the model in-process;
+    /// MODEL is then a model name (or a .gguf file, created on the server).
+    #[arg(long)]
+    host: Option<String>,
     #[command(flatten)]
     sampling: SamplingArgs,
 }
@@ -78,6 +82,9 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
     request.stop.max_tokens = args.max_tokens;
     request.stop.stop = args.stop.clone();
     request.validate()?;
+    if let Some(host) = &args.host {
+        return via_server(&args, host, request).await;
+    }
 
     let started = Instant::now();
     let model = crate::engines::load(args.model.load_options()?).await?;
@@ -145,5 +152,80 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
         );
     }
     model.unload().await?;
+    Ok(())
+}
+
+/// `generate --host`: the same request through the server's Ollama API.
+async fn via_server(args: &GenerateArgs, host: &str, request: GenerateRequest) -> anyhow::Result<()> {
+    use serde_json::{json, Value};
+    let c = crate::client::Client::new(Some(host));
+    let model = super::run::ensure_model(&c, &args.model.model.to_string_lossy()).await?;
+    let mut options = json!({
+        "temperature": args.sampling.temperature, "top_k": args.sampling.top_k, "top_p": args.sampling.top_p,
+        "min_p": args.sampling.min_p, "seed": args.sampling.seed, "repeat_penalty": args.sampling.repeat_penalty,
+        "repeat_last_n": args.sampling.repeat_last_n, "presence_penalty": args.sampling.presence_penalty,
+        "frequency_penalty": args.sampling.frequency_penalty, "num_predict": args.max_tokens,
+        "num_ctx": args.model.ctx_size, "num_thread": args.model.threads,
+    });
+    if !args.stop.is_empty() {
+        options["stop"] = json!(args.stop);
+    }
+    if let Some(o) = options.as_object_mut() {
+        o.retain(|_, v| !v.is_null());
+    }
+    let (path, body) = match &request.prompt {
+        Prompt::Raw(p) => ("/api/generate", json!({ "model": model, "prompt": p, "raw": true, "options": options })),
+        Prompt::Chat(messages) => {
+            let msgs: Vec<Value> = messages.iter().map(|m| json!({ "role": m.role.as_str(), "content": m.content })).collect();
+            ("/api/chat", json!({ "model": model, "messages": msgs, "options": options }))
+        }
+    };
+    let t0 = Instant::now();
+    let mut ttft = None;
+    let mut response = String::new();
+    let mut last = Value::Null;
+    let mut out = std::io::stdout().lock();
+    c.stream(path, &body, |line| {
+        let piece = line["response"].as_str().or_else(|| line["message"]["content"].as_str()).unwrap_or_default();
+        if !piece.is_empty() {
+            ttft.get_or_insert_with(|| t0.elapsed());
+            if !args.json {
+                out.write_all(piece.as_bytes())?;
+                out.flush()?;
+            }
+            response.push_str(piece);
+        }
+        if line["done"] == true {
+            last = line;
+        }
+        Ok(())
+    })
+    .await?;
+    let n = |k: &str| last[k].as_u64().unwrap_or(0);
+    let rate = |count: u64, ns: u64| if ns == 0 { 0.0 } else { count as f64 / (ns as f64 / 1e9) };
+    if args.json {
+        let result = json!({
+            "model": model, "response": response, "done_reason": last["done_reason"],
+            "total_duration": n("total_duration"), "load_duration": n("load_duration"),
+            "prompt_eval_count": n("prompt_eval_count"), "prompt_eval_cached": n("prompt_cache_count"),
+            "prompt_eval_duration": n("prompt_eval_duration"), "eval_count": n("eval_count"), "eval_duration": n("eval_duration"),
+            "time_to_first_token": ttft.unwrap_or_default().as_nanos() as u64,
+            "prompt_tokens_per_second": rate(n("prompt_eval_count").saturating_sub(n("prompt_cache_count")), n("prompt_eval_duration")),
+            "tokens_per_second": rate(n("eval_count").saturating_sub(1), n("eval_duration")),
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?;
+    } else {
+        writeln!(out)?;
+    }
+    if args.verbose {
+        eprintln!(
+            "prompt {} tokens ({:.1} tok/s) | {} tokens ({:.1} tok/s) | {}",
+            n("prompt_eval_count"),
+            rate(n("prompt_eval_count"), n("prompt_eval_duration")),
+            n("eval_count"),
+            rate(n("eval_count").saturating_sub(1), n("eval_duration")),
+            last["done_reason"].as_str().unwrap_or_default()
+        );
+    }
     Ok(())
 }
