@@ -65,7 +65,12 @@ impl Client {
     }
 
     /// POSTs and calls `on_line` for every NDJSON line; an `{"error": ...}` line is an error.
-    pub async fn stream(&self, path: &str, body: &Value, mut on_line: impl FnMut(Value) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    pub async fn stream(
+        &self,
+        path: &str,
+        body: &Value,
+        mut on_line: impl FnMut(Value) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let resp = self.post(path, body).await?;
         let mut bytes = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();

@@ -44,7 +44,11 @@ fn start() -> Server {
 }
 
 fn cli(server: &Server, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hyperllama")).args(args).env("HYPERLLAMA_HOST", &server.host).output().expect("runs")
+    Command::new(env!("CARGO_BIN_EXE_hyperllama"))
+        .args(args)
+        .env("HYPERLLAMA_HOST", &server.host)
+        .output()
+        .expect("runs")
 }
 
 fn ok(server: &Server, args: &[&str]) -> String {
@@ -110,8 +114,11 @@ fn cli_verbs_through_a_real_server() {
     let mf = dir.path().join("Modelfile");
     std::fs::write(&mf, format!("FROM {m}\nPARAMETER temperature warm\n")).expect("write");
     fails(&s, &["create", "bad", "-f", mf.to_str().expect("p")], "line 2");
-    std::fs::write(&mf, format!("FROM {m}\nPARAMETER temperature 0\nPARAMETER num_predict 6\nSYSTEM \"\"\"You are a pirate.\"\"\"\n"))
-        .expect("write");
+    std::fs::write(
+        &mf,
+        format!("FROM {m}\nPARAMETER temperature 0\nPARAMETER num_predict 6\nSYSTEM \"\"\"You are a pirate.\"\"\"\n"),
+    )
+    .expect("write");
     ok(&s, &["create", "pirate", "-f", mf.to_str().expect("p")]);
     let params = ok(&s, &["show", "pirate", "--parameters"]);
     assert!(params.contains("num_predict") && params.contains("temperature"), "{params}");
@@ -120,10 +127,8 @@ fn cli_verbs_through_a_real_server() {
 
 #[test]
 fn client_verbs_without_a_server_fail_clearly() {
-    let out = Command::new(env!("CARGO_BIN_EXE_hyperllama"))
-        .args(["list", "--host", "127.0.0.1:9"])
-        .output()
-        .expect("runs");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_hyperllama")).args(["list", "--host", "127.0.0.1:9"]).output().expect("runs");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("could not reach the HyperLlama server"));
 }

@@ -5,7 +5,9 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use hyperllama_core::{GenerateRequest, Prompt, ToolSpec, ValidationError};
-use hyperllama_engine::{ChatTemplate, Embeddings, EngineError, LoadOptions, LoadedModel, ModelInfo, ModelStats, TokenStream};
+use hyperllama_engine::{
+    ChatTemplate, Embeddings, EngineError, LoadOptions, LoadedModel, ModelInfo, ModelStats, TokenStream,
+};
 use hyperllama_gguf::GgufFile;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;

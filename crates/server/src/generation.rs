@@ -97,7 +97,7 @@ impl Options {
         let positive = |v: Option<i64>, field: &'static str| -> Result<Option<u32>, ApiError> {
             match v {
                 None => Ok(None),
-                Some(n) if n >= 1 && n <= 1 << 20 => Ok(Some(n as u32)),
+                Some(n) if (1..=1 << 20).contains(&n) => Ok(Some(n as u32)),
                 Some(n) => Err(ApiError::bad_request(format!("`{field}` must be between 1 and 1048576, got {n}"))
                     .with_param(field)),
             }
@@ -111,10 +111,12 @@ impl Options {
 
     /// The internal request for `prompt` with these options.
     pub fn into_request(self, prompt: Prompt) -> Result<GenerateRequest, ApiError> {
-        let sampling = Sampling::from_knobs(self.temperature, self.top_k.or(Some(40)), self.top_p.or(Some(0.9)), self.min_p)?;
-        let penalties = Penalties::new(self.repeat_penalty, self.presence_penalty, self.frequency_penalty, self.repeat_last_n)?;
+        let sampling =
+            Sampling::from_knobs(self.temperature, self.top_k.or(Some(40)), self.top_p.or(Some(0.9)), self.min_p)?;
+        let penalties =
+            Penalties::new(self.repeat_penalty, self.presence_penalty, self.frequency_penalty, self.repeat_last_n)?;
         let mut req = GenerateRequest::new(prompt);
-        // Ollama's seed 0 means "random"? No: Ollama passes it through; only negative is random.
+        // A negative seed means "random", as in Ollama and llama.cpp.
         req.sampling = SamplingParams { sampling, penalties, seed: self.seed.and_then(|s| u64::try_from(s).ok()) };
         req.stop.max_tokens = match self.num_predict {
             None => None,
@@ -134,8 +136,10 @@ pub fn parse_format(v: Option<&serde_json::Value>) -> Result<Option<OutputFormat
         Some(serde_json::Value::String(s)) if s.is_empty() => Ok(None),
         Some(serde_json::Value::String(s)) if s == "json" => Ok(Some(OutputFormat::Json)),
         Some(schema @ serde_json::Value::Object(_)) => Ok(Some(OutputFormat::JsonSchema(schema.clone()))),
-        Some(other) => Err(ApiError::bad_request(format!("invalid format {other}: use \"json\" or a JSON Schema object"))
-            .with_param("format")),
+        Some(other) => {
+            Err(ApiError::bad_request(format!("invalid format {other}: use \"json\" or a JSON Schema object"))
+                .with_param("format"))
+        }
     }
 }
 
@@ -241,7 +245,11 @@ impl Generation {
             if finished.load(std::sync::atomic::Ordering::Relaxed) {
                 None
             } else {
-                Some(Err(ApiError::new(crate::ErrorKind::Internal, "stream_ended", "generation ended without a result")))
+                Some(Err(ApiError::new(
+                    crate::ErrorKind::Internal,
+                    "stream_ended",
+                    "generation ended without a result",
+                )))
             }
         })
         .filter_map(futures::future::ready);

@@ -15,7 +15,8 @@ impl KeepAlive {
     /// Accepts Go-style durations ("5m", "1h30m", "10s", "500ms"), bare seconds (number or
     /// string), negative values (forever) and 0 (unload now).
     pub fn parse(v: &serde_json::Value) -> Result<Self, ApiError> {
-        let bad = || ApiError::bad_request(format!("invalid keep_alive {v}: use a duration like \"5m\", seconds, or -1"));
+        let bad =
+            || ApiError::bad_request(format!("invalid keep_alive {v}: use a duration like \"5m\", seconds, or -1"));
         match v {
             serde_json::Value::Number(n) => {
                 let secs = n.as_f64().ok_or_else(bad)?;

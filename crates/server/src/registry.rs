@@ -162,7 +162,8 @@ impl Registry {
     pub async fn acquire(&self, name: &str, req: LoadRequest) -> Result<Acquired, ApiError> {
         let (parsed, manifest) = self.manifest(name)?;
         let key = parsed.to_string();
-        let param_u32 = |k: &str| manifest.parameters.get(k).and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok());
+        let param_u32 =
+            |k: &str| manifest.parameters.get(k).and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok());
         let options = LoadOptions {
             path: self.blob_path(&manifest),
             ctx_size: req.num_ctx.or_else(|| param_u32("num_ctx")).or(self.config.ctx_size),

@@ -6,7 +6,11 @@ use serde_json::json;
 use util::{post, post_raw};
 
 async fn still_serving() {
-    let (s, v) = post("/api/generate", json!({ "model": "smol", "prompt": "hi", "stream": false, "options": { "num_predict": 2 } })).await;
+    let (s, v) = post(
+        "/api/generate",
+        json!({ "model": "smol", "prompt": "hi", "stream": false, "options": { "num_predict": 2 } }),
+    )
+    .await;
     assert_eq!(s, 200, "server stopped serving: {v}");
 }
 
@@ -26,22 +30,52 @@ async fn ollama_bad_requests() {
         ("/api/generate", json!({ "model": "", "prompt": "hi" }), 400, "model is required"),
         ("/api/generate", json!({ "model": "nope", "prompt": "hi" }), 404, "model 'nope' not found"),
         ("/api/generate", json!({ "model": "smol", "prompt": 42 }), 400, "prompt"),
-        ("/api/generate", json!({ "model": "smol", "prompt": "hi", "options": { "temperature": "hot" } }), 400, "temperature"),
-        ("/api/generate", json!({ "model": "smol", "prompt": "hi", "options": { "temperature": -1 } }), 400, "temperature"),
+        (
+            "/api/generate",
+            json!({ "model": "smol", "prompt": "hi", "options": { "temperature": "hot" } }),
+            400,
+            "temperature",
+        ),
+        (
+            "/api/generate",
+            json!({ "model": "smol", "prompt": "hi", "options": { "temperature": -1 } }),
+            400,
+            "temperature",
+        ),
         ("/api/generate", json!({ "model": "smol", "prompt": "hi", "options": { "top_p": 7 } }), 400, "top_p"),
         ("/api/generate", json!({ "model": "smol", "prompt": "hi", "options": { "num_ctx": 0 } }), 400, "num_ctx"),
         ("/api/generate", json!({ "model": "smol", "prompt": "hi", "suffix": "end" }), 400, "suffix"),
         ("/api/generate", json!({ "model": "smol", "prompt": "hi", "format": 5 }), 400, "format"),
-        ("/api/generate", json!({ "model": "smol", "prompt": "hi", "format": { "type": "object", "properties": { "a": { "type": "nonsense-type" } } } }), 400, "format"),
+        (
+            "/api/generate",
+            json!({ "model": "smol", "prompt": "hi", "format": { "type": "object", "properties": { "a": { "type": "nonsense-type" } } } }),
+            400,
+            "format",
+        ),
         ("/api/generate", json!({ "model": "smol", "prompt": "hi", "keep_alive": "soon" }), 400, "keep_alive"),
-        ("/api/generate", json!({ "model": "smol", "prompt": "hi", "template": "{{ range .Messages }}{{ end }}" }), 400, "template"),
+        (
+            "/api/generate",
+            json!({ "model": "smol", "prompt": "hi", "template": "{{ range .Messages }}{{ end }}" }),
+            400,
+            "template",
+        ),
         ("/api/generate", json!({ "model": "smol", "prompt": "hi", "think": true }), 400, "thinking"),
         ("/api/generate", json!({ "model": "../../etc/passwd", "prompt": "hi" }), 400, "invalid model name"),
         ("/api/generate", json!({ "model": "/etc/passwd", "prompt": "hi" }), 400, "invalid model name"),
         ("/api/chat", json!({ "model": "smol", "messages": [{ "role": "wizard", "content": "hi" }] }), 400, "role"),
         ("/api/chat", json!({ "model": "smol", "messages": "hi" }), 400, "messages"),
-        ("/api/chat", json!({ "model": "smol", "messages": [{ "role": "user", "content": "hi", "images": ["aGk="] }] }), 400, "images"),
-        ("/api/chat", json!({ "model": "smol", "messages": [{ "role": "user", "content": "hi" }], "tools": [{ "type": "retrieval", "function": { "name": "x" } }] }), 400, "tool type"),
+        (
+            "/api/chat",
+            json!({ "model": "smol", "messages": [{ "role": "user", "content": "hi", "images": ["aGk="] }] }),
+            400,
+            "images",
+        ),
+        (
+            "/api/chat",
+            json!({ "model": "smol", "messages": [{ "role": "user", "content": "hi" }], "tools": [{ "type": "retrieval", "function": { "name": "x" } }] }),
+            400,
+            "tool type",
+        ),
         ("/api/embed", json!({ "model": "smol", "input": [] }), 400, "input"),
         ("/api/embed", json!({ "model": "smol", "input": "x", "dimensions": 100000 }), 400, "dimensions"),
         ("/api/show", json!({ "model": "missing" }), 404, "not found"),
@@ -51,7 +85,12 @@ async fn ollama_bad_requests() {
         ("/api/create", json!({ "model": "x", "from": "/etc/passwd" }), 400, "invalid model name"),
         ("/api/create", json!({ "model": "x", "from": "smol", "quantize": "q4_K_M" }), 400, "quantize"),
         ("/api/create", json!({ "model": "x", "files": { "a.gguf": "sha256:123" } }), 400, "digest"),
-        ("/api/create", json!({ "model": "x", "files": { "a.gguf": format!("sha256:{}", "1".repeat(64)) } }), 400, "not found"),
+        (
+            "/api/create",
+            json!({ "model": "x", "files": { "a.gguf": format!("sha256:{}", "1".repeat(64)) } }),
+            400,
+            "not found",
+        ),
         ("/api/create", json!({ "model": "a b", "from": "smol" }), 400, "invalid model name"),
     ];
     for (path, body, status, needle) in cases {
@@ -59,19 +98,30 @@ async fn ollama_bad_requests() {
         assert_eq!(s, status, "{path} {body}: {v}");
         assert!(ollama_error(&v).contains(needle), "{path} {body}: {v} lacks {needle:?}");
     }
-    let r = util::client().delete(util::url("/api/delete")).json(&json!({ "model": "missing" })).send().await.expect("delete");
+    let r = util::client()
+        .delete(util::url("/api/delete"))
+        .json(&json!({ "model": "missing" }))
+        .send()
+        .await
+        .expect("delete");
     assert_eq!(r.status(), 404);
     still_serving().await;
 }
 
 #[tokio::test]
 async fn malformed_and_oversized_bodies() {
-    for (path, body) in [("/api/generate", "{\"model\": \"smol\", \"prompt\": "), ("/api/chat", "not json"), ("/api/generate", ""), ("/api/embed", "[1,2,3]")] {
+    for (path, body) in [
+        ("/api/generate", "{\"model\": \"smol\", \"prompt\": "),
+        ("/api/chat", "not json"),
+        ("/api/generate", ""),
+        ("/api/embed", "[1,2,3]"),
+    ] {
         let (s, v) = post_raw(path, body).await;
         assert_eq!(s, 400, "{path} {body:?}: {v}");
         ollama_error(&v);
     }
-    for (path, body) in [("/v1/chat/completions", "{\"model\":"), ("/v1/completions", "[]"), ("/v1/embeddings", "nope")] {
+    for (path, body) in [("/v1/chat/completions", "{\"model\":"), ("/v1/completions", "[]"), ("/v1/embeddings", "nope")]
+    {
         let (s, v) = post_raw(path, body).await;
         assert_eq!(s, 400, "{path}: {v}");
         openai_error(&v);
@@ -92,7 +142,9 @@ async fn prompt_past_the_context() {
     let (s, v) = post("/api/generate", json!({ "model": "smol", "prompt": long, "raw": true })).await;
     assert_eq!(s, 400);
     assert!(ollama_error(&v).contains("context"), "{v}");
-    let (s, v) = post("/v1/chat/completions", json!({ "model": "smol", "messages": [{ "role": "user", "content": long }] })).await;
+    let (s, v) =
+        post("/v1/chat/completions", json!({ "model": "smol", "messages": [{ "role": "user", "content": long }] }))
+            .await;
     assert_eq!(s, 400);
     assert!(openai_error(&v).contains("context"));
     assert_eq!(v["error"]["code"], "prompt_too_long");
@@ -110,9 +162,24 @@ async fn openai_bad_requests() {
         ("/v1/chat/completions", json!({ "model": "smol", "messages": msgs, "logprobs": true }), 400, "logprobs"),
         ("/v1/chat/completions", json!({ "model": "smol", "messages": msgs, "temperature": 5000 }), 400, "temperature"),
         ("/v1/chat/completions", json!({ "model": "smol", "messages": msgs, "max_tokens": -5 }), 400, "max_tokens"),
-        ("/v1/chat/completions", json!({ "model": "smol", "messages": msgs, "response_format": { "type": "yaml" } }), 400, "response_format"),
-        ("/v1/chat/completions", json!({ "model": "smol", "messages": [{ "role": "user", "content": [{ "type": "image_url", "image_url": { "url": "x" } }] }] }), 400, "image_url"),
-        ("/v1/chat/completions", json!({ "model": "smol", "messages": msgs, "tools": [{ "type": "function", "function": { "name": "f" } }], "tool_choice": { "type": "function", "function": { "name": "g" } } }), 400, "tool_choice"),
+        (
+            "/v1/chat/completions",
+            json!({ "model": "smol", "messages": msgs, "response_format": { "type": "yaml" } }),
+            400,
+            "response_format",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({ "model": "smol", "messages": [{ "role": "user", "content": [{ "type": "image_url", "image_url": { "url": "x" } }] }] }),
+            400,
+            "image_url",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({ "model": "smol", "messages": msgs, "tools": [{ "type": "function", "function": { "name": "f" } }], "tool_choice": { "type": "function", "function": { "name": "g" } } }),
+            400,
+            "tool_choice",
+        ),
         ("/v1/completions", json!({ "model": "smol", "prompt": "" }), 400, "prompt"),
         ("/v1/completions", json!({ "model": "smol", "prompt": "hi", "echo": true }), 400, "echo"),
         ("/v1/completions", json!({ "model": "smol", "prompt": ["a", "b"] }), 400, "prompt"),

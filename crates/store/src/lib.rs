@@ -296,8 +296,7 @@ impl Store {
 
     /// Deletes blobs that no manifest refers to (and stale temporary files).
     pub fn collect_garbage(&self) -> Result<u64, StoreError> {
-        let used: std::collections::HashSet<String> =
-            self.list()?.into_iter().map(|m| m.model.file_name()).collect();
+        let used: std::collections::HashSet<String> = self.list()?.into_iter().map(|m| m.model.file_name()).collect();
         let dir = self.root.join("blobs");
         let mut removed = 0;
         for entry in fs::read_dir(&dir).map_err(io(&dir))?.flatten() {

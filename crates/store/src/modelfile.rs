@@ -109,13 +109,16 @@ impl Modelfile {
                 "SYSTEM" => mf.system = Some(value(rest)?),
                 "LICENSE" => mf.license = Some(value(rest)?),
                 "MESSAGE" => {
-                    let (role, text) =
-                        rest.split_once(char::is_whitespace).ok_or_else(|| err("MESSAGE needs a role and a text".into()))?;
+                    let (role, text) = rest
+                        .split_once(char::is_whitespace)
+                        .ok_or_else(|| err("MESSAGE needs a role and a text".into()))?;
                     let role = match role.to_ascii_lowercase().as_str() {
                         "system" => Role::System,
                         "user" => Role::User,
                         "assistant" => Role::Assistant,
-                        other => return Err(err(format!("MESSAGE role must be system, user or assistant, got {other:?}"))),
+                        other => {
+                            return Err(err(format!("MESSAGE role must be system, user or assistant, got {other:?}")))
+                        }
                     };
                     let text = value(text.trim())?;
                     mf.messages.push(Message::new(role, text));

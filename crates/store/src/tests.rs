@@ -16,7 +16,8 @@ fn names_parse_and_default() {
 
 #[test]
 fn names_that_could_escape_are_rejected() {
-    for bad in ["", "..", "../etc/passwd", "/abs/path", "a/../b", "a/b/c", "x:..", "x:", ":tag", ".hidden", "a b", "a\\b", "ü"]
+    for bad in
+        ["", "..", "../etc/passwd", "/abs/path", "a/../b", "a/b/c", "x:..", "x:", ":tag", ".hidden", "a b", "a\\b", "ü"]
     {
         assert!(matches!(ModelName::parse(bad), Err(StoreError::InvalidName { .. })), "{bad:?} accepted");
     }
@@ -39,7 +40,9 @@ fn create_list_copy_delete_collects_blobs() {
     let gguf = dir.path().join("w.gguf");
     std::fs::write(&gguf, b"GGUF fake weights").expect("write");
     let a = ModelName::parse("a").expect("name");
-    let m = s.create(&a, Source::File(gguf.clone()), Overrides { system: Some("hi".into()), ..Overrides::default() }).expect("create");
+    let m = s
+        .create(&a, Source::File(gguf.clone()), Overrides { system: Some("hi".into()), ..Overrides::default() })
+        .expect("create");
     assert_eq!(m.size, 17);
     assert!(s.has_blob(&m.model));
     let b = ModelName::parse("ns/b:v1").expect("name");
@@ -47,7 +50,10 @@ fn create_list_copy_delete_collects_blobs() {
     let c = ModelName::parse("c").expect("name");
     let mc = s.create(&c, Source::Model(a.clone()), Overrides::default()).expect("create from model");
     assert_eq!(mc.system.as_deref(), Some("hi"));
-    assert_eq!(s.list().expect("list").iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["a:latest", "c:latest", "ns/b:v1"]);
+    assert_eq!(
+        s.list().expect("list").iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        ["a:latest", "c:latest", "ns/b:v1"]
+    );
     // One blob, three names.
     assert_eq!(std::fs::read_dir(s.root().join("blobs")).expect("dir").count(), 1);
     s.delete(&a).expect("delete");

@@ -176,7 +176,8 @@ async fn via_server(args: &GenerateArgs, host: &str, request: GenerateRequest) -
     let (path, body) = match &request.prompt {
         Prompt::Raw(p) => ("/api/generate", json!({ "model": model, "prompt": p, "raw": true, "options": options })),
         Prompt::Chat(messages) => {
-            let msgs: Vec<Value> = messages.iter().map(|m| json!({ "role": m.role.as_str(), "content": m.content })).collect();
+            let msgs: Vec<Value> =
+                messages.iter().map(|m| json!({ "role": m.role.as_str(), "content": m.content })).collect();
             ("/api/chat", json!({ "model": model, "messages": msgs, "options": options }))
         }
     };

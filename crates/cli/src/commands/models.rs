@@ -79,7 +79,7 @@ fn human_size(bytes: u64) -> String {
 
 pub async fn list(host: HostArg) -> anyhow::Result<()> {
     let v = Client::new(host.host.as_deref()).get("/api/tags").await?;
-    println!("{:<40} {:<14} {:<10} {}", "NAME", "ID", "SIZE", "MODIFIED");
+    println!("{:<40} {:<14} {:<10} MODIFIED", "NAME", "ID", "SIZE");
     for m in v["models"].as_array().into_iter().flatten() {
         let digest = m["digest"].as_str().unwrap_or_default();
         println!(
@@ -95,7 +95,7 @@ pub async fn list(host: HostArg) -> anyhow::Result<()> {
 
 pub async fn ps(host: HostArg) -> anyhow::Result<()> {
     let v = Client::new(host.host.as_deref()).get("/api/ps").await?;
-    println!("{:<40} {:<14} {:<10} {:<8} {}", "NAME", "ID", "SIZE", "CONTEXT", "UNTIL");
+    println!("{:<40} {:<14} {:<10} {:<8} UNTIL", "NAME", "ID", "SIZE", "CONTEXT");
     for m in v["models"].as_array().into_iter().flatten() {
         let digest = m["digest"].as_str().unwrap_or_default();
         println!(
@@ -191,7 +191,12 @@ pub async fn pull(args: NamesArgs) -> anyhow::Result<()> {
 
 /// Creates `name` on the server from a Modelfile's contents: a local .gguf in FROM is uploaded
 /// as a blob first, as Ollama's client does.
-pub async fn create_from_modelfile(c: &Client, name: &str, mf: hyperllama_store::Modelfile, base_dir: &Path) -> anyhow::Result<()> {
+pub async fn create_from_modelfile(
+    c: &Client,
+    name: &str,
+    mf: hyperllama_store::Modelfile,
+    base_dir: &Path,
+) -> anyhow::Result<()> {
     let mut body = json!({ "model": name, "stream": true });
     let from_path = {
         let p = PathBuf::from(&mf.from);
@@ -221,7 +226,11 @@ pub async fn create_from_modelfile(c: &Client, name: &str, mf: hyperllama_store:
         body["parameters"] = json!(mf.parameters);
     }
     if !mf.messages.is_empty() {
-        body["messages"] = json!(mf.messages.iter().map(|m| json!({ "role": m.role.as_str(), "content": m.content })).collect::<Vec<_>>());
+        body["messages"] = json!(mf
+            .messages
+            .iter()
+            .map(|m| json!({ "role": m.role.as_str(), "content": m.content }))
+            .collect::<Vec<_>>());
     }
     c.stream("/api/create", &body, |line| {
         if let Some(s) = line["status"].as_str() {
@@ -239,7 +248,10 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
             let mf = hyperllama_store::Modelfile::parse(&text).with_context(|| f.display().to_string())?;
             (mf, f.parent().map(Path::to_path_buf).unwrap_or_default())
         }
-        (None, Some(p)) => (hyperllama_store::Modelfile { from: p.display().to_string(), ..Default::default() }, std::env::current_dir()?),
+        (None, Some(p)) => (
+            hyperllama_store::Modelfile { from: p.display().to_string(), ..Default::default() },
+            std::env::current_dir()?,
+        ),
         (None, None) => {
             let f = PathBuf::from("Modelfile");
             if !f.exists() {

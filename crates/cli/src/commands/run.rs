@@ -38,8 +38,10 @@ pub async fn ensure_model(c: &Client, model: &str) -> anyhow::Result<String> {
         return Ok(model.to_string());
     }
     let stem = path.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_default();
-    let mut name: String =
-        stem.chars().map(|ch| if ch.is_ascii_alphanumeric() || ch == '.' || ch == '_' || ch == '-' { ch } else { '-' }).collect();
+    let mut name: String = stem
+        .chars()
+        .map(|ch| if ch.is_ascii_alphanumeric() || ch == '.' || ch == '_' || ch == '-' { ch } else { '-' })
+        .collect();
     name = name.trim_start_matches(['.', '-']).chars().take(80).collect();
     if name.is_empty() {
         name = "model".into();

@@ -37,7 +37,9 @@ pub fn models_dir(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     }
     let home = match std::env::var_os("HYPERLLAMA_HOME") {
         Some(h) => PathBuf::from(h),
-        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set; set HYPERLLAMA_HOME")?).join(".hyperllama"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").context("HOME is not set; set HYPERLLAMA_HOME")?).join(".hyperllama")
+        }
     };
     Ok(home.join("models"))
 }
@@ -61,12 +63,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let keep_alive = KeepAlive::parse_str(&args.keep_alive)
         .with_context(|| format!("invalid --keep-alive {:?}: use e.g. 5m, 30s, -1 or 0", args.keep_alive))?;
     let dir = models_dir(args.models.clone())?;
-    let store = hyperllama_store::Store::open(&dir).with_context(|| format!("opening the model store {}", dir.display()))?;
+    let store =
+        hyperllama_store::Store::open(&dir).with_context(|| format!("opening the model store {}", dir.display()))?;
     let engine = crate::engines::default_engine();
     let registry = Arc::new(Registry::new(
         engine,
         store,
-        RegistryConfig { ctx_size: args.ctx_size, threads: args.threads, keep_alive, max_loaded: args.max_loaded_models },
+        RegistryConfig {
+            ctx_size: args.ctx_size,
+            threads: args.threads,
+            keep_alive,
+            max_loaded: args.max_loaded_models,
+        },
     ));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;

@@ -69,13 +69,8 @@ pub async fn post(path: &str, body: serde_json::Value) -> (u16, serde_json::Valu
 }
 
 pub async fn post_raw(path: &str, body: &'static str) -> (u16, serde_json::Value) {
-    let r = client()
-        .post(url(path))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
+    let r =
+        client().post(url(path)).header("content-type", "application/json").body(body).send().await.expect("request");
     let status = r.status().as_u16();
     let text = r.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
@@ -94,7 +89,8 @@ pub async fn post_ndjson(path: &str, body: serde_json::Value) -> (u16, String, V
     let status = r.status().as_u16();
     let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let text = r.text().await.expect("body");
-    let lines = text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("ndjson line")).collect();
+    let lines =
+        text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("ndjson line")).collect();
     (status, ct, lines)
 }
 
@@ -104,6 +100,10 @@ pub async fn post_sse(path: &str, body: serde_json::Value) -> (u16, String, Vec<
     let status = r.status().as_u16();
     let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let text = r.text().await.expect("body");
-    let data = text.lines().filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:"))).map(str::to_string).collect();
+    let data = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        .map(str::to_string)
+        .collect();
     (status, ct, data)
 }

@@ -152,15 +152,18 @@ mod tests {
 
     #[test]
     fn trims_and_else() {
-        let out = render("A  {{- if .System -}}  [{{ .System }}]  {{- else -}} none {{- end }}  B", &Vars { system: "", prompt: "" })
-            .expect("renders");
+        let out = render(
+            "A  {{- if .System -}}  [{{ .System }}]  {{- else -}} none {{- end }}  B",
+            &Vars { system: "", prompt: "" },
+        )
+        .expect("renders");
         assert_eq!(out, "Anone  B");
     }
 
     #[test]
     fn unsupported_constructs_are_clear_errors() {
         for t in ["{{ range .Messages }}x{{ end }}", "{{ if .System }}x", "{{ .Foo }}", "{{ end }}", "{{ .Prompt "] {
-            let e = render(t, &Vars { system: "", prompt: "" }).err().expect("rejected");
+            let e = render(t, &Vars { system: "", prompt: "" }).expect_err("rejected");
             assert!(e.message.contains("template"), "{t}: {}", e.message);
         }
     }

@@ -91,7 +91,13 @@ fn ndjson(lines: impl Stream<Item = Result<Value, ApiError>> + Send + 'static) -
 }
 
 /// `done_reason: "load"` / `"unload"` responses for an empty prompt.
-async fn load_or_unload(state: &AppState, model: &str, options: &Options, ka: Option<KeepAlive>, chat: bool) -> Result<Response, ApiError> {
+async fn load_or_unload(
+    state: &AppState,
+    model: &str,
+    options: &Options,
+    ka: Option<KeepAlive>,
+    chat: bool,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let reason = if ka.is_some_and(|k| k.is_zero()) {
         state.registry.manifest(model)?;
@@ -111,7 +117,10 @@ async fn load_or_unload(state: &AppState, model: &str, options: &Options, ka: Op
     Ok(axum::Json(v).into_response())
 }
 
-pub async fn generate(State(state): State<AppState>, DialectJson(body, _): Json<GenerateBody>) -> Result<Response, ApiError> {
+pub async fn generate(
+    State(state): State<AppState>,
+    DialectJson(body, _): Json<GenerateBody>,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     require_model(&body.model)?;
     check_think(body.think.as_ref(), &body.model)?;
@@ -168,10 +177,7 @@ pub async fn generate(State(state): State<AppState>, DialectJson(body, _): Json<
 }
 
 fn tool_calls_json(fin: &Final) -> Vec<Value> {
-    fin.tool_calls
-        .iter()
-        .map(|c| json!({ "function": { "name": c.name, "arguments": c.arguments } }))
-        .collect()
+    fin.tool_calls.iter().map(|c| json!({ "function": { "name": c.name, "arguments": c.arguments } })).collect()
 }
 
 pub async fn chat(State(state): State<AppState>, DialectJson(body, _): Json<ChatBody>) -> Result<Response, ApiError> {
@@ -228,7 +234,14 @@ pub async fn chat(State(state): State<AppState>, DialectJson(body, _): Json<Chat
     Ok(ndjson(lines))
 }
 
-async fn embed_inputs(state: &AppState, model: &str, inputs: Vec<String>, truncate: bool, options: Options, ka: Option<KeepAlive>) -> Result<(Acquired, hyperllama_engine::Embeddings), ApiError> {
+async fn embed_inputs(
+    state: &AppState,
+    model: &str,
+    inputs: Vec<String>,
+    truncate: bool,
+    options: Options,
+    ka: Option<KeepAlive>,
+) -> Result<(Acquired, hyperllama_engine::Embeddings), ApiError> {
     require_model(model)?;
     let options = options_for(state, model, options)?;
     let acquired = state.registry.acquire(model, options.load_request(ka)?).await?;
@@ -246,7 +259,8 @@ pub async fn embed(State(state): State<AppState>, DialectJson(body, _): Json<Emb
         return Err(ApiError::bad_request("input must not be empty").with_param("input"));
     }
     let ka = keep_alive(body.keep_alive.as_ref())?;
-    let (acquired, mut e) = embed_inputs(&state, &body.model, inputs, body.truncate.unwrap_or(true), body.options, ka).await?;
+    let (acquired, mut e) =
+        embed_inputs(&state, &body.model, inputs, body.truncate.unwrap_or(true), body.options, ka).await?;
     if let Some(d) = body.dimensions {
         let full = acquired.model.info().embedding_length;
         if d == 0 || d > full {
@@ -268,7 +282,10 @@ pub async fn embed(State(state): State<AppState>, DialectJson(body, _): Json<Emb
     .into_response())
 }
 
-pub async fn embeddings(State(state): State<AppState>, DialectJson(body, _): Json<LegacyEmbeddingsBody>) -> Result<Response, ApiError> {
+pub async fn embeddings(
+    State(state): State<AppState>,
+    DialectJson(body, _): Json<LegacyEmbeddingsBody>,
+) -> Result<Response, ApiError> {
     if body.prompt.is_empty() {
         // The legacy endpoint answers an empty prompt with an empty embedding.
         require_model(&body.model)?;

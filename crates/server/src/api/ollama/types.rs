@@ -72,9 +72,9 @@ pub fn role(s: &str) -> Result<Role, ApiError> {
         "user" => Ok(Role::User),
         "assistant" => Ok(Role::Assistant),
         "tool" => Ok(Role::Tool),
-        other => Err(ApiError::bad_request(format!(
-            "invalid role {other:?}: expected system, user, assistant or tool"
-        ))),
+        other => {
+            Err(ApiError::bad_request(format!("invalid role {other:?}: expected system, user, assistant or tool")))
+        }
     }
 }
 
@@ -85,8 +85,11 @@ impl TryFrom<ChatMessage> for Message {
             return Err(ApiError::bad_request("images are not supported: this model has no vision projector"));
         }
         let mut out = Message::new(role(&m.role)?, m.content);
-        out.tool_calls =
-            m.tool_calls.into_iter().map(|c| ToolCall { name: c.function.name, arguments: c.function.arguments }).collect();
+        out.tool_calls = m
+            .tool_calls
+            .into_iter()
+            .map(|c| ToolCall { name: c.function.name, arguments: c.function.arguments })
+            .collect();
         out.tool_name = m.tool_name;
         Ok(out)
     }

@@ -9,7 +9,8 @@ use hyperllama_core::{FinishReason, Message, OutputFormat, Prompt, Role, ToolCal
 use serde_json::{json, Value};
 
 use super::types::{
-    ChatCompletionBody, ChatMessage, CompletionBody, Content, EmbeddingInput, EmbeddingsBody, PromptField, ResponseFormat,
+    ChatCompletionBody, ChatMessage, CompletionBody, Content, EmbeddingInput, EmbeddingsBody, PromptField,
+    ResponseFormat,
 };
 use super::{Json, OpenAiError};
 use crate::extract::DialectJson;
@@ -69,7 +70,9 @@ fn tool_calls(calls: &[ToolCall], with_index: bool) -> Vec<Value> {
 
 fn max_tokens(v: Option<i64>, field: &'static str) -> std::result::Result<Option<i64>, ApiError> {
     match v {
-        Some(n) if n < 1 => Err(ApiError::bad_request(format!("`{field}` must be at least 1, got {n}")).with_param(field)),
+        Some(n) if n < 1 => {
+            Err(ApiError::bad_request(format!("`{field}` must be at least 1, got {n}")).with_param(field))
+        }
         other => Ok(other),
     }
 }
@@ -77,7 +80,9 @@ fn max_tokens(v: Option<i64>, field: &'static str) -> std::result::Result<Option
 fn check_n(n: Option<u32>) -> std::result::Result<(), ApiError> {
     match n {
         None | Some(1) => Ok(()),
-        Some(n) => Err(ApiError::bad_request(format!("`n` must be 1 (one choice per request), got {n}")).with_param("n")),
+        Some(n) => {
+            Err(ApiError::bad_request(format!("`n` must be 1 (one choice per request), got {n}")).with_param("n"))
+        }
     }
 }
 
@@ -89,8 +94,11 @@ fn content_text(c: Option<Content>) -> std::result::Result<String, ApiError> {
             let mut out = String::new();
             for p in parts {
                 if p.kind != "text" {
-                    return Err(ApiError::bad_request(format!("content part type {:?} is not supported; only \"text\"", p.kind))
-                        .with_param("messages"));
+                    return Err(ApiError::bad_request(format!(
+                        "content part type {:?} is not supported; only \"text\"",
+                        p.kind
+                    ))
+                    .with_param("messages"));
                 }
                 out.push_str(&p.text);
             }
@@ -153,7 +161,10 @@ fn stream_error(e: &ApiError) -> Value {
     json!({ "error": { "message": e.message, "type": "server_error", "param": null, "code": e.code } })
 }
 
-pub async fn chat_completions(State(state): State<AppState>, DialectJson(body, _): Json<ChatCompletionBody>) -> Result<Response> {
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    DialectJson(body, _): Json<ChatCompletionBody>,
+) -> Result<Response> {
     let started = Instant::now();
     check_n(body.n)?;
     if body.logprobs == Some(true) || body.top_logprobs.is_some() {
@@ -181,9 +192,10 @@ pub async fn chat_completions(State(state): State<AppState>, DialectJson(body, _
         Some(Value::String(s)) if s == "none" => tools.clear(),
         Some(Value::String(s)) if s == "auto" || s == "required" => {}
         Some(v) => {
-            let name = v.pointer("/function/name").and_then(Value::as_str).ok_or_else(|| {
-                ApiError::bad_request(format!("invalid tool_choice {v}")).with_param("tool_choice")
-            })?;
+            let name = v
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid tool_choice {v}")).with_param("tool_choice"))?;
             tools.retain(|t| t.name == name);
             if tools.is_empty() {
                 return Err(ApiError::bad_request(format!("tool_choice names {name:?}, which is not in `tools`"))
@@ -230,7 +242,10 @@ pub async fn chat_completions(State(state): State<AppState>, DialectJson(body, _
         }
         v
     };
-    let first = chunk(json!([{ "index": 0, "delta": { "role": "assistant", "content": "" }, "logprobs": null, "finish_reason": null }]), None);
+    let first = chunk(
+        json!([{ "index": 0, "delta": { "role": "assistant", "content": "" }, "logprobs": null, "finish_reason": null }]),
+        None,
+    );
     let events = generation.pieces().flat_map(move |p| {
         let out: Vec<Value> = match p {
             Ok(Piece::Text(t)) => {
@@ -257,7 +272,10 @@ pub async fn chat_completions(State(state): State<AppState>, DialectJson(body, _
     Ok(sse(futures::stream::once(async move { first }).chain(events)))
 }
 
-pub async fn completions(State(state): State<AppState>, DialectJson(body, _): Json<CompletionBody>) -> Result<Response> {
+pub async fn completions(
+    State(state): State<AppState>,
+    DialectJson(body, _): Json<CompletionBody>,
+) -> Result<Response> {
     let started = Instant::now();
     check_n(body.n)?;
     if body.best_of.is_some_and(|b| b != 1) {
@@ -276,7 +294,9 @@ pub async fn completions(State(state): State<AppState>, DialectJson(body, _): Js
         PromptField::One(s) => s,
         PromptField::Many(mut v) if v.len() == 1 => v.remove(0),
         PromptField::Many(v) => {
-            return Err(ApiError::bad_request(format!("one prompt per request, got {}", v.len())).with_param("prompt").into())
+            return Err(ApiError::bad_request(format!("one prompt per request, got {}", v.len()))
+                .with_param("prompt")
+                .into())
         }
     };
     if prompt.is_empty() {
@@ -313,7 +333,8 @@ pub async fn completions(State(state): State<AppState>, DialectJson(body, _): Js
     }
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
     let chunk = move |choices: Value, usage: Option<Value>| {
-        let mut v = json!({ "id": id, "object": "text_completion", "created": created, "model": model, "choices": choices });
+        let mut v =
+            json!({ "id": id, "object": "text_completion", "created": created, "model": model, "choices": choices });
         if let Some(u) = usage {
             v["usage"] = u;
         }
@@ -321,10 +342,14 @@ pub async fn completions(State(state): State<AppState>, DialectJson(body, _): Js
     };
     let events = generation.pieces().flat_map(move |p| {
         let out: Vec<Value> = match p {
-            Ok(Piece::Text(t)) => vec![chunk(json!([{ "index": 0, "text": t, "logprobs": null, "finish_reason": null }]), None)],
+            Ok(Piece::Text(t)) => {
+                vec![chunk(json!([{ "index": 0, "text": t, "logprobs": null, "finish_reason": null }]), None)]
+            }
             Ok(Piece::Done(fin)) => {
-                let mut out =
-                    vec![chunk(json!([{ "index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason(&fin) }]), None)];
+                let mut out = vec![chunk(
+                    json!([{ "index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason(&fin) }]),
+                    None,
+                )];
                 if include_usage {
                     out.push(chunk(json!([]), Some(usage(&fin))));
                 }
