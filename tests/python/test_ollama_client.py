@@ -90,3 +90,20 @@ def test_errors_are_response_errors(oc):
     assert e.value.status_code == 400
     # Still serving.
     assert oc.generate(model="smol", prompt="hi", options={"num_predict": 2}).done
+
+
+def test_create_from_model_and_pull(oc):
+    r = oc.create(model="smol-terse", from_="smol", system="Answer in one word.",
+                  parameters={"temperature": 0, "num_predict": 8})
+    assert r.status == "success"
+    show = oc.show("smol-terse")
+    assert show.system == "Answer in one word."
+    assert "num_predict" in show.parameters
+    assert oc.generate(model="smol-terse", prompt="Write a long essay about Rome.").eval_count == 8
+    statuses = [p.status for p in oc.pull("smol", stream=True)]
+    assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
+    assert oc.pull("smol").status == "success"
+    with pytest.raises(ollama.ResponseError) as e:
+        oc.pull("nobody/nothing")
+    assert e.value.status_code == 404
+    oc.delete("smol-terse")

@@ -12,6 +12,7 @@
 //! model under a real name. Names are validated so that none can escape the store directory.
 
 mod digest;
+pub mod hub;
 mod modelfile;
 mod name;
 
@@ -179,7 +180,8 @@ impl Store {
             .map_err(|e| StoreError::Io { path, source: std::io::Error::new(std::io::ErrorKind::InvalidData, e) })
     }
 
-    fn put(&self, name: &ModelName, manifest: &Manifest) -> Result<(), StoreError> {
+    /// Writes `manifest` under `name` (atomically).
+    pub fn put_manifest(&self, name: &ModelName, manifest: &Manifest) -> Result<(), StoreError> {
         let path = self.manifest_path(name);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -240,7 +242,7 @@ impl Store {
             source: source_text,
             modified_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         };
-        self.put(name, &manifest)?;
+        self.put_manifest(name, &manifest)?;
         Ok(manifest)
     }
 
@@ -278,7 +280,7 @@ impl Store {
         let mut m = self.get(from)?;
         m.name = to.to_string();
         m.modified_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        self.put(to, &m)?;
+        self.put_manifest(to, &m)?;
         Ok(m)
     }
 
