@@ -27,8 +27,12 @@ def model_path() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def server():
     assert BINARY.exists(), f"{BINARY} missing: build with cargo build --release -p hyperllama"
+    import hubserver
+
+    hub_url, hub = hubserver.start(str(model_path()))
     home = tempfile.mkdtemp(prefix="hyperllama-pytest-")
-    env = dict(os.environ, HYPERLLAMA_MODELS=os.path.join(home, "models"), RUST_LOG="warn")
+    env = dict(os.environ, HYPERLLAMA_MODELS=os.path.join(home, "models"), RUST_LOG="warn", HF_ENDPOINT=hub_url)
+    env.pop("HF_HUB_OFFLINE", None)
     env.pop("HYPERLLAMA_HOST", None)
     proc = subprocess.Popen(
         [str(BINARY), "serve", "--host", "127.0.0.1:0", "--ctx-size", "2048"],
@@ -47,6 +51,7 @@ def server():
         client.create(model="smol", files={"SmolLM2-135M-Instruct.Q4_1.gguf": digest})
         yield base
     finally:
+        hub.shutdown()
         proc.terminate()
         try:
             proc.wait(timeout=20)

@@ -97,7 +97,7 @@ def test_create_from_model_and_pull(oc):
                   parameters={"temperature": 0, "num_predict": 8})
     assert r.status == "success"
     show = oc.show("smol-terse")
-    assert show.system == "Answer in one word."
+    assert "SYSTEM \"\"\"Answer in one word.\"\"\"" in show.modelfile
     assert "num_predict" in show.parameters
     assert oc.generate(model="smol-terse", prompt="Write a long essay about Rome.").eval_count == 8
     statuses = [p.status for p in oc.pull("smol", stream=True)]
@@ -106,4 +106,19 @@ def test_create_from_model_and_pull(oc):
     with pytest.raises(ollama.ResponseError) as e:
         oc.pull("nobody/nothing")
     assert e.value.status_code == 404
+    with pytest.raises(ollama.ResponseError) as e:
+        oc.pull("not-a-local-model")
+    assert e.value.status_code == 404
     oc.delete("smol-terse")
+
+
+def test_pull_from_the_hub_with_progress(oc):
+    events = list(oc.pull("hf.co/smol/SmolLM2-GGUF:Q4_1", stream=True))
+    statuses = [e.status for e in events]
+    assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
+    assert "verifying sha256 digest" in statuses
+    downloads = [e for e in events if e.total]
+    assert downloads and downloads[-1].completed == downloads[-1].total > 90_000_000
+    assert any(m.model == "smol/SmolLM2-GGUF:q4_1" for m in oc.list().models)
+    r = oc.chat(model="hf.co/smol/SmolLM2-GGUF:Q4_1", messages=[{"role": "user", "content": "hi"}], options={"num_predict": 4})
+    assert r.done

@@ -10,6 +10,7 @@ pub enum ErrorKind {
     NotFound,
     PayloadTooLarge,
     Unavailable,
+    BadGateway,
     Internal,
     NotImplemented,
 }
@@ -45,6 +46,7 @@ impl ApiError {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
         }

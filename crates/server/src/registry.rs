@@ -102,7 +102,12 @@ impl Registry {
     }
 
     pub fn manifest(&self, name: &str) -> Result<(ModelName, Manifest), ApiError> {
-        let parsed = ModelName::parse(name)?;
+        // `hf.co/owner/repo:Q4_K_M` is stored as `owner/repo:q4_k_m`.
+        let bare = name.strip_prefix("hf.co/").or_else(|| name.strip_prefix("huggingface.co/")).unwrap_or(name);
+        let mut parsed = ModelName::parse(bare)?;
+        if parsed.tag.chars().any(|c| c.is_ascii_uppercase()) && self.store.get(&parsed).is_err() {
+            parsed.tag = parsed.tag.to_ascii_lowercase();
+        }
         match self.store.get(&parsed) {
             Ok(manifest) => Ok((parsed, manifest)),
             // Name the model as the user wrote it, in Ollama's wording.
@@ -230,7 +235,10 @@ impl Registry {
     /// Unloads `name`: now if idle, else as soon as the responses streaming from it end.
     /// Returns whether it was loaded.
     pub async fn unload(&self, name: &str) -> Result<bool, ApiError> {
-        let key = ModelName::parse(name)?.to_string();
+        let key = match self.manifest(name) {
+            Ok((parsed, _)) => parsed.to_string(),
+            Err(_) => ModelName::parse(name)?.to_string(),
+        };
         let mut loaded = self.loaded.lock().await;
         let busy = match loaded.get_mut(&key) {
             None => return Ok(false),

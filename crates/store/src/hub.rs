@@ -234,7 +234,9 @@ pub async fn pull(
         let file_url = format!("{}/{}/resolve/{}/{}", cfg.endpoint, r.repo, commit, file.rfilename);
         download(store, cfg, &http, &file_url, &digest, total, &mut progress).await?;
     } else {
+        // Already here (another name shares the blob); it was verified when it was written.
         progress(Progress::Download { digest: digest.to_string(), total, completed: total });
+        progress(Progress::Status("verifying sha256 digest".into()));
     }
 
     progress(Progress::Status("writing manifest".into()));

@@ -123,31 +123,82 @@ pub async fn ps(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(axum::Json(json!({ "models": models })).into_response())
 }
 
-/// Pulling from a registry or the Hugging Face hub arrives with the model store issue; until
-/// then a model that is already local answers like Ollama's pull of an up-to-date model.
+/// Pulls a model. A hub reference (`owner/repo[:QUANT]`, `hf.co/owner/repo[:QUANT]`) is fetched
+/// from the Hugging Face hub (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE`) with Ollama's
+/// progress statuses; a plain name already in the store answers at once.
 pub async fn pull(State(state): State<AppState>, DialectJson(body, _): Json<ModelBody>) -> Result<Response, ApiError> {
-    let (_, m) = match state.registry.manifest(&body.model) {
-        Ok(x) => x,
-        Err(e) if e.kind == ErrorKind::NotFound => {
-            return Err(ApiError::new(
-                ErrorKind::NotFound,
-                "pull_unavailable",
-                format!(
-                    "model '{}' is not in the local store, and pulling from a registry is not available in this build yet; create it from a GGUF file with /api/create",
-                    body.model
-                ),
-            ))
-        }
-        Err(e) => return Err(e),
+    let Some(hub_ref) = hyperllama_store::hub::HubRef::parse(&body.model) else {
+        let (_, m) = state.registry.manifest(&body.model).map_err(|e| {
+            if e.kind == ErrorKind::NotFound {
+                ApiError::new(
+                    ErrorKind::NotFound,
+                    "model_not_found",
+                    format!("model '{}' is not in the local store; pull hub models as owner/repo[:QUANT]", body.model),
+                )
+            } else {
+                e
+            }
+        })?;
+        let lines = vec![
+            json!({ "status": "pulling manifest" }),
+            json!({ "status": format!("pulling {}", &m.model.hex()[..12]), "digest": m.model.to_string(), "total": m.size, "completed": m.size }),
+            json!({ "status": "verifying sha256 digest" }),
+            json!({ "status": "writing manifest" }),
+            json!({ "status": "success" }),
+        ];
+        return status_response(body.stream, lines);
     };
-    let lines = vec![
-        json!({ "status": "pulling manifest" }),
-        json!({ "status": format!("pulling {}", m.model.hex()), "digest": m.model.to_string(), "total": m.size, "completed": m.size }),
-        json!({ "status": "verifying sha256 digest" }),
-        json!({ "status": "writing manifest" }),
-        json!({ "status": "success" }),
-    ];
-    status_response(body.stream, lines)
+    let cfg = hyperllama_store::hub::HubConfig::from_env();
+    let store = state.registry.store().clone();
+    if cfg.offline {
+        // Offline: a model pulled before is fine; anything else is an error.
+        let name = hub_ref.store_name(hub_ref.quant.as_deref().unwrap_or("latest"))?;
+        store.get(&name).map_err(|_| hub_error(hyperllama_store::hub::HubError::Offline(body.model.clone())))?;
+        return status_response(body.stream, vec![json!({ "status": "success" })]);
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let task = tokio::spawn(async move {
+        let progress_tx = tx.clone();
+        let result = hyperllama_store::hub::pull(&store, &cfg, &hub_ref, move |p| {
+            let line = match p {
+                hyperllama_store::hub::Progress::Status(s) => json!({ "status": s }),
+                hyperllama_store::hub::Progress::Download { digest, total, completed } => json!({
+                    "status": format!("pulling {}", digest.trim_start_matches("sha256:").chars().take(12).collect::<String>()),
+                    "digest": digest, "total": total, "completed": completed,
+                }),
+            };
+            let _ = progress_tx.send(line);
+        })
+        .await;
+        if let Err(e) = &result {
+            let _ = tx.send(json!({ "error": e.to_string() }));
+        }
+        result.map_err(hub_error)
+    });
+    if body.stream == Some(false) {
+        task.await.map_err(|e| ApiError::new(ErrorKind::Internal, "internal", e.to_string()))??;
+        return Ok(axum::Json(json!({ "status": "success" })).into_response());
+    }
+    let lines = tokio_stream_lines(rx);
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
+}
+
+fn tokio_stream_lines(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Value>,
+) -> impl futures::Stream<Item = Result<String, std::convert::Infallible>> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(|v| Ok(format!("{v}\n")))
+}
+
+fn hub_error(e: hyperllama_store::hub::HubError) -> ApiError {
+    use hyperllama_store::hub::HubError as H;
+    let (kind, code) = match &e {
+        H::NotFound(_) | H::QuantNotFound { .. } => (ErrorKind::NotFound, "model_not_found"),
+        H::Offline(_) | H::NoGguf { .. } => (ErrorKind::BadRequest, "pull_failed"),
+        H::Unauthorized(_) => (ErrorKind::BadRequest, "unauthorized"),
+        H::Network { .. } | H::Http { .. } | H::Protocol(_) => (ErrorKind::BadGateway, "hub_unavailable"),
+        H::Store(_) => (ErrorKind::BadGateway, "pull_failed"),
+    };
+    ApiError::new(kind, code, e.to_string())
 }
 
 fn status_response(stream: Option<bool>, lines: Vec<Value>) -> Result<Response, ApiError> {

@@ -17,7 +17,7 @@ impl super::Dialect for OpenAi {
         let kind = match err.kind {
             ErrorKind::BadRequest | ErrorKind::PayloadTooLarge => "invalid_request_error",
             ErrorKind::NotFound => "invalid_request_error",
-            ErrorKind::Unavailable => "service_unavailable",
+            ErrorKind::Unavailable | ErrorKind::BadGateway => "service_unavailable",
             ErrorKind::NotImplemented => "not_implemented",
             ErrorKind::Internal => "server_error",
         };
