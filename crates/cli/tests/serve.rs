@@ -104,7 +104,9 @@ fn cli_verbs_through_a_real_server() {
     assert!(ok(&s, &["list"]).contains("smol2:latest"));
     ok(&s, &["rm", "smol2"]);
     assert!(!ok(&s, &["list"]).contains("smol2:latest"));
-    assert!(ok(&s, &["pull", "smol"]).contains("success"));
+    let pulled = cli(&s, &["pull", "smol"]);
+    assert!(pulled.status.success());
+    assert!(String::from_utf8_lossy(&pulled.stderr).contains("success"));
 
     fails(&s, &["rm", "smol2"], "not found");
     fails(&s, &["show", "nope"], "not found");

@@ -165,3 +165,37 @@ pub fn human_params(n: u64) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// What loading a model will take, in bytes: the weights, the KV cache for `ctx` tokens in
+/// each of `parallel` sequences (f16 keys and values, as llama.cpp allocates by default), and
+/// llama.cpp's compute buffers (an estimate: logits and activations for one 512-token micro-batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    pub weights: u64,
+    pub kv_cache: u64,
+    pub compute: u64,
+    pub total: u64,
+}
+
+impl GgufFile {
+    pub fn memory_estimate(&self, ctx: u64, parallel: u64) -> MemoryEstimate {
+        let weights: u64 = self.tensors.iter().map(|t| t.n_bytes().unwrap_or(0)).sum();
+        let weights = if weights == 0 { self.file_size } else { weights };
+        let layers = self.block_count().unwrap_or(0);
+        let embd = self.embedding_length().unwrap_or(0);
+        let heads = self.arch_u64("attention.head_count").unwrap_or(1).max(1);
+        let kv_heads = self.arch_u64("attention.head_count_kv").unwrap_or(heads);
+        let head_k = self.arch_u64("attention.key_length").unwrap_or(embd / heads);
+        let head_v = self.arch_u64("attention.value_length").unwrap_or(embd / heads);
+        let tokens = ctx.saturating_mul(parallel.max(1));
+        let kv_cache =
+            tokens.saturating_mul(layers).saturating_mul(kv_heads).saturating_mul(head_k + head_v).saturating_mul(2);
+        let vocab = match self.get("tokenizer.ggml.tokens") {
+            Some(Value::Array(a)) => a.len() as u64,
+            _ => 32_000,
+        };
+        let ubatch = 512u64.min(ctx.max(1));
+        let compute = 4 * ubatch * (vocab + 6 * embd) + 4 * ubatch * ctx.min(tokens);
+        MemoryEstimate { weights, kv_cache, compute, total: weights + kv_cache + compute }
+    }
+}

@@ -116,3 +116,14 @@ fn human_param_counts() {
     assert_eq!(human_params(134_515_008), "134.5M");
     assert_eq!(human_params(8_030_261_248), "8.0B");
 }
+
+#[test]
+fn memory_estimate_scales_with_context() {
+    let f = write(&tiny_gguf(8, 32));
+    let g = GgufFile::open(f.path()).expect("valid");
+    let a = g.memory_estimate(1024, 1);
+    let b = g.memory_estimate(2048, 2);
+    assert_eq!(a.weights, 32);
+    assert!(b.total > a.total);
+    assert_eq!(a.total, a.weights + a.kv_cache + a.compute);
+}

@@ -22,12 +22,22 @@ pub struct RegistryConfig {
     pub threads: Option<u32>,
     pub keep_alive: KeepAlive,
     pub max_loaded: usize,
+    /// Refuse loads whose estimated memory exceeds this; `None` means the RAM available now.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        Self { ctx_size: None, threads: None, keep_alive: KeepAlive::DEFAULT, max_loaded: 3 }
+        Self { ctx_size: None, threads: None, keep_alive: KeepAlive::DEFAULT, max_loaded: 3, memory_limit: None }
     }
+}
+
+/// The context a model gets when nobody asks for one: the engine's default, 4096, capped by
+/// what the model was trained with.
+pub const DEFAULT_CTX: u64 = 4096;
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
 /// Facts from a model's GGUF header, for `/api/tags`, `/api/show` and `/api/ps`.
@@ -47,6 +57,8 @@ pub struct ModelDetails {
     /// Selected GGUF metadata (scalars only), for `/api/show`'s `model_info`.
     #[serde(skip)]
     pub model_info: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip)]
+    pub gguf: Arc<hyperllama_gguf::GgufFile>,
 }
 
 struct Slot {
@@ -156,6 +168,7 @@ impl Registry {
             embedding_length: gguf.embedding_length().unwrap_or(0),
             chat_template: gguf.chat_template().map(str::to_string),
             model_info,
+            gguf: Arc::new(gguf),
         });
         if let Ok(mut c) = self.details.lock() {
             c.insert(manifest.model.clone(), d.clone());
@@ -176,6 +189,7 @@ impl Registry {
             gpu_layers: param_u32("num_gpu"),
         };
         let keep_alive = req.keep_alive.unwrap_or(self.config.keep_alive);
+        let ctx = self.context_for(&manifest, options.ctx_size)?;
 
         let mut loaded = self.loaded.lock().await;
         let mut load_duration = Duration::ZERO;
@@ -186,6 +200,7 @@ impl Registry {
                 let _ = old.model.unload().await;
             }
             self.evict_for_one_more(&mut loaded).await;
+            self.check_memory(&manifest, ctx)?;
             let t0 = Instant::now();
             let model = self.engine.load(options.clone()).await?;
             load_duration = t0.elapsed();
@@ -215,6 +230,43 @@ impl Registry {
             }
         }
         Ok(Acquired { name: key, model: slot.model.clone(), manifest: slot.manifest.clone(), load_duration })
+    }
+
+    /// The context a load with `requested` would get.
+    fn context_for(&self, manifest: &Manifest, requested: Option<u32>) -> Result<u64, ApiError> {
+        let trained = self.details(manifest)?.context_length;
+        Ok(requested.map(u64::from).unwrap_or(if trained > 0 { DEFAULT_CTX.min(trained) } else { DEFAULT_CTX }))
+    }
+
+    /// The memory estimate for loading `manifest` with context `ctx` (or the default).
+    pub fn memory_estimate(
+        &self,
+        manifest: &Manifest,
+        ctx: Option<u32>,
+    ) -> Result<(u64, hyperllama_gguf::MemoryEstimate), ApiError> {
+        let ctx = self.context_for(manifest, ctx.or(self.config.ctx_size))?;
+        Ok((ctx, self.details(manifest)?.gguf.memory_estimate(ctx, 1)))
+    }
+
+    /// Refuses, with both numbers, a load that would not fit, instead of letting the OS kill us.
+    fn check_memory(&self, manifest: &Manifest, ctx: u64) -> Result<(), ApiError> {
+        let est = self.details(manifest)?.gguf.memory_estimate(ctx, 1);
+        let available = self.config.memory_limit.unwrap_or_else(hyperllama_hw::available_memory);
+        if est.total > available {
+            return Err(ApiError::new(
+                ErrorKind::Unavailable,
+                "insufficient_memory",
+                format!(
+                    "model requires {} (weights {} + KV cache {} for {ctx} tokens + compute {}) but only {} is available; lower num_ctx or unload other models",
+                    gib(est.total),
+                    gib(est.weights),
+                    gib(est.kv_cache),
+                    gib(est.compute),
+                    gib(available)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     async fn evict_for_one_more(&self, loaded: &mut HashMap<String, Slot>) {

@@ -204,6 +204,11 @@ async fn tags_show_copy_delete() {
     assert_eq!(v["model_info"]["general.architecture"], "llama");
     assert_eq!(v["model_info"]["llama.embedding_length"], 576);
     assert!(v["modelfile"].as_str().expect("mf").starts_with("# Modelfile"));
+    let mem = &v["memory_estimate"];
+    assert_eq!(mem["context_length"], 2048);
+    assert!(mem["total"].as_u64().expect("total") > mem["weights"].as_u64().expect("weights"));
+    let (_, v4k) = post("/api/show", json!({ "model": "smol", "options": { "num_ctx": 8192 } })).await;
+    assert_eq!(v4k["memory_estimate"]["kv_cache"].as_u64().expect("kv"), 4 * mem["kv_cache"].as_u64().expect("kv"));
 
     let (s, _) = post("/api/copy", json!({ "source": "smol", "destination": "me/smol-copy:v1" })).await;
     assert_eq!(s, 200);

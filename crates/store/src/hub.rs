@@ -35,7 +35,10 @@ impl HubConfig {
     pub fn from_env() -> Self {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         Self {
-            endpoint: env("HF_ENDPOINT").unwrap_or_else(|| "https://huggingface.co".into()).trim_end_matches('/').to_string(),
+            endpoint: env("HF_ENDPOINT")
+                .unwrap_or_else(|| "https://huggingface.co".into())
+                .trim_end_matches('/')
+                .to_string(),
             token: env("HF_TOKEN").or_else(|| env("HUGGING_FACE_HUB_TOKEN")),
             offline: env("HF_HUB_OFFLINE").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes")),
             part_size: 64 << 20,
@@ -56,7 +59,10 @@ pub struct HubRef {
 impl HubRef {
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
-        let s = ["https://huggingface.co/", "huggingface.co/", "hf.co/"].iter().find_map(|p| s.strip_prefix(p)).unwrap_or(s);
+        let s = ["https://huggingface.co/", "huggingface.co/", "hf.co/"]
+            .iter()
+            .find_map(|p| s.strip_prefix(p))
+            .unwrap_or(s);
         let (repo, quant) = match s.rsplit_once(':') {
             Some((r, q)) => (r, Some(q.to_string())),
             None => (s, None),
@@ -72,7 +78,11 @@ impl HubRef {
         if !ok(owner) || !ok(name) || quant.as_deref().is_some_and(|q| !ok(q)) {
             return None;
         }
-        Some(Self { repo: repo.to_string(), quant: quant.filter(|q| !q.eq_ignore_ascii_case("latest")), revision: "main".into() })
+        Some(Self {
+            repo: repo.to_string(),
+            quant: quant.filter(|q| !q.eq_ignore_ascii_case("latest")),
+            revision: "main".into(),
+        })
     }
 
     /// The store name a pulled model gets: `owner/repo:<quant>` (lower case).
@@ -108,7 +118,11 @@ pub enum HubError {
 pub enum Progress {
     Status(String),
     /// Bytes of the weights file so far.
-    Download { digest: String, total: u64, completed: u64 },
+    Download {
+        digest: String,
+        total: u64,
+        completed: u64,
+    },
 }
 
 #[derive(serde::Deserialize)]
@@ -140,7 +154,11 @@ const PREFERENCE: &[&str] = &[
 fn quant_of(file: &str) -> Option<String> {
     let upper = file.to_ascii_uppercase();
     let stem = upper.trim_end_matches(".GGUF");
-    PREFERENCE.iter().filter(|q| stem.ends_with(*q) || stem.contains(&format!("{q}."))).max_by_key(|q| q.len()).map(|q| q.to_string())
+    PREFERENCE
+        .iter()
+        .filter(|q| stem.ends_with(*q) || stem.contains(&format!("{q}.")))
+        .max_by_key(|q| q.len())
+        .map(|q| q.to_string())
         .or_else(|| stem.rsplit(['.', '-']).next().map(str::to_string))
 }
 
@@ -149,23 +167,24 @@ fn quant_of(file: &str) -> Option<String> {
 fn choose(repo: &str, siblings: &[Sibling], quant: Option<&str>) -> Result<(Sibling, String, bool), HubError> {
     let ggufs: Vec<&Sibling> = siblings
         .iter()
-        .filter(|s| s.rfilename.to_ascii_lowercase().ends_with(".gguf") && !s.rfilename.to_ascii_lowercase().contains("mmproj"))
+        .filter(|s| {
+            s.rfilename.to_ascii_lowercase().ends_with(".gguf") && !s.rfilename.to_ascii_lowercase().contains("mmproj")
+        })
         .collect();
     if ggufs.is_empty() {
         return Err(HubError::NoGguf { repo: repo.into() });
     }
-    let with_q: Vec<(&Sibling, String)> = ggufs.iter().map(|s| (*s, quant_of(&s.rfilename).unwrap_or_default())).collect();
+    let with_q: Vec<(&Sibling, String)> =
+        ggufs.iter().map(|s| (*s, quant_of(&s.rfilename).unwrap_or_default())).collect();
     if let Some(q) = quant {
         let want = q.to_ascii_uppercase();
-        return with_q
-            .iter()
-            .find(|(_, fq)| *fq == want)
-            .map(|(s, fq)| ((*s).clone(), fq.clone(), false))
-            .ok_or_else(|| HubError::QuantNotFound {
+        return with_q.iter().find(|(_, fq)| *fq == want).map(|(s, fq)| ((*s).clone(), fq.clone(), false)).ok_or_else(
+            || HubError::QuantNotFound {
                 repo: repo.into(),
                 quant: want,
                 available: with_q.iter().map(|(_, q)| q.as_str()).collect::<Vec<_>>().join(", "),
-            });
+            },
+        );
     }
     for (i, q) in PREFERENCE.iter().enumerate() {
         if let Some((s, fq)) = with_q.iter().find(|(_, fq)| fq == q) {
@@ -227,7 +246,8 @@ pub async fn pull(
         progress(Progress::Status(format!("Q4_K_M is not in {}; using {} ({})", r.repo, quant, file.rfilename)));
     }
     let lfs = file.lfs.clone().ok_or_else(|| HubError::Protocol(format!("{} has no LFS sha256", file.rfilename)))?;
-    let digest = Digest::parse(&format!("sha256:{}", lfs.sha256)).map_err(|_| HubError::Protocol("bad sha256 in listing".into()))?;
+    let digest = Digest::parse(&format!("sha256:{}", lfs.sha256))
+        .map_err(|_| HubError::Protocol("bad sha256 in listing".into()))?;
     let total = file.size.unwrap_or(lfs.size);
 
     if !store.has_blob(&digest) {
@@ -257,7 +277,9 @@ pub async fn pull(
         let latest = ModelName::parse(&r.repo)?;
         let store3 = store.clone();
         let from = r.store_name(&quant)?;
-        tokio::task::spawn_blocking(move || store3.copy(&from, &latest)).await.map_err(|e| HubError::Protocol(e.to_string()))??;
+        tokio::task::spawn_blocking(move || store3.copy(&from, &latest))
+            .await
+            .map_err(|e| HubError::Protocol(e.to_string()))??;
     }
     progress(Progress::Status("success".into()));
     Ok(manifest)
@@ -402,7 +424,13 @@ mod tests {
 
     #[test]
     fn chooses_quant_default_and_nearest() {
-        let files = vec![sib("README.md"), sib("m-Q8_0.gguf"), sib("m-Q4_K_M.gguf"), sib("m-Q4_1.gguf"), sib("mmproj-F16.gguf")];
+        let files = vec![
+            sib("README.md"),
+            sib("m-Q8_0.gguf"),
+            sib("m-Q4_K_M.gguf"),
+            sib("m-Q4_1.gguf"),
+            sib("mmproj-F16.gguf"),
+        ];
         let (f, q, fb) = choose("r", &files, None).expect("default");
         assert_eq!((f.rfilename.as_str(), q.as_str(), fb), ("m-Q4_K_M.gguf", "Q4_K_M", false));
         let (f, _, _) = choose("r", &files, Some("q8_0")).expect("explicit");

@@ -42,7 +42,9 @@ type Shared = Arc<Hub>;
 
 fn listing(repo: &str, hub: &Hub) -> Option<serde_json::Value> {
     let (files, sha): (Vec<&str>, String) = match repo {
-        "smol/SmolLM2-GGUF" | "private/SmolLM2-GGUF" => (vec!["SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct.Q8_0.gguf"], hub.sha.clone()),
+        "smol/SmolLM2-GGUF" | "private/SmolLM2-GGUF" => {
+            (vec!["SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct.Q8_0.gguf"], hub.sha.clone())
+        }
         "bad/sha" => (vec!["m-Q4_K_M.gguf"], "ab".repeat(32)),
         "nogguf/repo" => (vec![], hub.sha.clone()),
         _ => return None,
@@ -59,7 +61,11 @@ fn authorized(repo: &str, headers: &HeaderMap) -> bool {
     !repo.starts_with("private/") || headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer secret")
 }
 
-async fn api(State(hub): State<Shared>, Path((owner, repo, _rev)): Path<(String, String, String)>, headers: HeaderMap) -> Response {
+async fn api(
+    State(hub): State<Shared>,
+    Path((owner, repo, _rev)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let repo = format!("{owner}/{repo}");
     if !authorized(&repo, &headers) {
         return StatusCode::UNAUTHORIZED.into_response();
@@ -70,7 +76,11 @@ async fn api(State(hub): State<Shared>, Path((owner, repo, _rev)): Path<(String,
     }
 }
 
-async fn resolve(State(hub): State<Shared>, Path((owner, repo, _rev, _file)): Path<(String, String, String, String)>, headers: HeaderMap) -> Response {
+async fn resolve(
+    State(hub): State<Shared>,
+    Path((owner, repo, _rev, _file)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let repo = format!("{owner}/{repo}");
     if !authorized(&repo, &headers) {
         return StatusCode::UNAUTHORIZED.into_response();
@@ -110,7 +120,8 @@ async fn resolve(State(hub): State<Shared>, Path((owner, repo, _rev, _file)): Pa
     let len = end - start;
     // Send what we have, then break the connection if this response is meant to fail.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = data.chunks(1 << 20).map(|c| Ok(c.to_vec())).collect();
-    let tail: Vec<Result<Vec<u8>, std::io::Error>> = if fail { vec![Err(std::io::Error::other("dropped"))] } else { vec![] };
+    let tail: Vec<Result<Vec<u8>, std::io::Error>> =
+        if fail { vec![Err(std::io::Error::other("dropped"))] } else { vec![] };
     let body = Body::from_stream(futures::stream::iter(chunks.into_iter().chain(tail)));
     Response::builder()
         .status(StatusCode::PARTIAL_CONTENT)
@@ -143,7 +154,14 @@ async fn start_hub() -> (String, Shared) {
 }
 
 fn config(endpoint: &str) -> HubConfig {
-    HubConfig { endpoint: endpoint.into(), token: None, offline: false, part_size: 16 << 20, max_parallel: 3, max_retries: 3 }
+    HubConfig {
+        endpoint: endpoint.into(),
+        token: None,
+        offline: false,
+        part_size: 16 << 20,
+        max_parallel: 3,
+        max_retries: 3,
+    }
 }
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -153,7 +171,11 @@ fn store() -> (tempfile::TempDir, Store) {
 }
 
 fn leftovers(store: &Store) -> Vec<String> {
-    std::fs::read_dir(store.root().join("blobs")).expect("dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+    std::fs::read_dir(store.root().join("blobs"))
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +205,9 @@ async fn pull_picks_the_quant_verifies_and_names_it() {
     hub::pull(&store, &config(&endpoint), &r, |_| {}).await.expect("pull q8");
     assert_eq!(hub.served.load(Ordering::SeqCst), served, "same bytes: the blob is shared, nothing downloaded");
     assert!(store.get(&ModelName::parse("smol/SmolLM2-GGUF:q8_0").expect("n")).is_ok());
-    let e = hub::pull(&store, &config(&endpoint), &HubRef::parse("smol/SmolLM2-GGUF:Q2_K").expect("ref"), |_| {}).await.unwrap_err();
+    let e = hub::pull(&store, &config(&endpoint), &HubRef::parse("smol/SmolLM2-GGUF:Q2_K").expect("ref"), |_| {})
+        .await
+        .unwrap_err();
     assert!(matches!(e, HubError::QuantNotFound { .. }) && e.to_string().contains("Q8_0"), "{e}");
 }
 
@@ -192,12 +216,21 @@ async fn dropped_connections_are_resumed_with_ranges() {
     let (endpoint, hub) = start_hub().await;
     hub.drop_mode.store(true, Ordering::SeqCst);
     let (_d, store) = store();
-    let m = hub::pull(&store, &config(&endpoint), &HubRef::parse("smol/SmolLM2-GGUF:Q4_1").expect("ref"), |_| {}).await.expect("pull");
+    let m = hub::pull(&store, &config(&endpoint), &HubRef::parse("smol/SmolLM2-GGUF:Q4_1").expect("ref"), |_| {})
+        .await
+        .expect("pull");
     assert_eq!(m.model.hex(), hub.sha);
     // Every part was cut half-way once and continued from where it stopped, not restarted.
     let ranges = hub.ranges.lock().expect("lock").clone();
     let part = 16u64 << 20;
-    assert!(ranges.iter().any(|r| r.strip_prefix("bytes=").and_then(|s| s.split('-').next()).and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s % part != 0)), "{ranges:?}");
+    assert!(
+        ranges.iter().any(|r| r
+            .strip_prefix("bytes=")
+            .and_then(|s| s.split('-').next())
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|s| s % part != 0)),
+        "{ranges:?}"
+    );
     let total = hub.bytes.len() as u64;
     assert!(hub.served.load(Ordering::SeqCst) < total * 11 / 10, "resumed, not re-downloaded");
 }
@@ -241,11 +274,14 @@ async fn not_found_unauthorized_offline_no_gguf() {
     let cfg = config(&endpoint);
     let e = hub::pull(&store, &cfg, &HubRef::parse("nobody/nothing").expect("ref"), |_| {}).await.unwrap_err();
     assert!(matches!(e, HubError::NotFound(_)), "{e}");
-    let e = hub::pull(&store, &cfg, &HubRef::parse("private/SmolLM2-GGUF:Q4_1").expect("ref"), |_| {}).await.unwrap_err();
+    let e =
+        hub::pull(&store, &cfg, &HubRef::parse("private/SmolLM2-GGUF:Q4_1").expect("ref"), |_| {}).await.unwrap_err();
     assert!(matches!(e, HubError::Unauthorized(_)) && e.to_string().contains("HF_TOKEN"), "{e}");
     let mut with_token = cfg.clone();
     with_token.token = Some("secret".into());
-    hub::pull(&store, &with_token, &HubRef::parse("private/SmolLM2-GGUF:Q4_1").expect("ref"), |_| {}).await.expect("with token");
+    hub::pull(&store, &with_token, &HubRef::parse("private/SmolLM2-GGUF:Q4_1").expect("ref"), |_| {})
+        .await
+        .expect("with token");
     let e = hub::pull(&store, &cfg, &HubRef::parse("nogguf/repo").expect("ref"), |_| {}).await.unwrap_err();
     assert!(matches!(e, HubError::NoGguf { .. }), "{e}");
     let mut offline = cfg.clone();
@@ -253,6 +289,7 @@ async fn not_found_unauthorized_offline_no_gguf() {
     let e = hub::pull(&store, &offline, &HubRef::parse("smol/SmolLM2-GGUF").expect("ref"), |_| {}).await.unwrap_err();
     assert!(matches!(e, HubError::Offline(_)), "{e}");
     let unreachable = config("http://127.0.0.1:9");
-    let e = hub::pull(&store, &unreachable, &HubRef::parse("smol/SmolLM2-GGUF").expect("ref"), |_| {}).await.unwrap_err();
+    let e =
+        hub::pull(&store, &unreachable, &HubRef::parse("smol/SmolLM2-GGUF").expect("ref"), |_| {}).await.unwrap_err();
     assert!(matches!(e, HubError::Network { .. }), "{e}");
 }

@@ -134,6 +134,13 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<()> {
         println!("    {:<20} {}", "context length", info[format!("{arch}.context_length")]);
         println!("    {:<20} {}", "embedding length", info[format!("{arch}.embedding_length")]);
         println!("    {:<20} {}", "quantization", d["quantization_level"].as_str().unwrap_or_default());
+        let mem = &v["memory_estimate"];
+        let gib = |k: &str| mem[k].as_f64().unwrap_or(0.0) / (1u64 << 30) as f64;
+        println!(
+            "\n  Memory (context {}, {} sequence)\n    {:<20} {:.2} GiB\n    {:<20} {:.2} GiB\n    {:<20} {:.2} GiB\n    {:<20} {:.2} GiB",
+            mem["context_length"], mem["parallel"], "weights", gib("weights"), "KV cache", gib("kv_cache"),
+            "compute (estimate)", gib("compute"), "total", gib("total")
+        );
         let caps: Vec<&str> = v["capabilities"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         println!("\n  Capabilities\n    {}", caps.join("\n    "));
         let params = field("parameters");
@@ -178,10 +185,35 @@ pub async fn stop(args: NamesArgs) -> anyhow::Result<()> {
 pub async fn pull(args: NamesArgs) -> anyhow::Result<()> {
     let c = Client::new(args.host.host.as_deref());
     for m in &args.models {
+        let mut bar: Option<indicatif::ProgressBar> = None;
+        let mut last_status = String::new();
         c.stream("/api/pull", &json!({ "model": m }), |line| {
-            if let Some(s) = line["status"].as_str() {
-                println!("{s}");
+            let status = line["status"].as_str().unwrap_or_default().to_string();
+            match (line["total"].as_u64(), line["completed"].as_u64()) {
+                (Some(total), Some(done)) if total > 0 => {
+                    let b = bar.get_or_insert_with(|| {
+                        let b = indicatif::ProgressBar::new(total);
+                        b.set_style(
+                            indicatif::ProgressStyle::with_template(
+                                "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                            )
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                        );
+                        b.set_message(status.clone());
+                        b
+                    });
+                    b.set_position(done);
+                }
+                _ => {
+                    if let Some(b) = bar.take() {
+                        b.finish();
+                    }
+                    if status != last_status {
+                        eprintln!("{status}");
+                    }
+                }
             }
+            last_status = status;
             Ok(())
         })
         .await?;

@@ -29,6 +29,31 @@ pub struct ServeArgs {
     /// Most models loaded at once; the least recently used idle one is unloaded first.
     #[arg(long, env = "HYPERLLAMA_MAX_LOADED_MODELS", default_value_t = 3)]
     pub max_loaded_models: usize,
+    /// Refuse to load a model whose estimated memory exceeds this ("8GiB", "512MB", bytes);
+    /// default: the RAM available at load time.
+    #[arg(long, env = "HYPERLLAMA_MEMORY_LIMIT", value_parser = parse_bytes)]
+    pub memory_limit: Option<u64>,
+}
+
+/// "8GiB", "512MB", "1.5G", "1000000" -> bytes.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size like 8GiB or 512MB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        other => return Err(format!("unknown unit {other:?} in {s:?}")),
+    };
+    Ok((n * mult) as u64)
 }
 
 pub fn models_dir(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -87,6 +112,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     hyperllama_server::serve(listener, AppState { registry }, shutdown_signal()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::parse_bytes("8GiB"), Ok(8 << 30));
+        assert_eq!(super::parse_bytes("512MB"), Ok(512_000_000));
+        assert_eq!(super::parse_bytes("1000"), Ok(1000));
+        assert!(super::parse_bytes("lots").is_err());
+        assert!(super::parse_bytes("5 parsecs").is_err());
+    }
 }
 
 async fn shutdown_signal() {

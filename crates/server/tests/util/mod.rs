@@ -35,7 +35,13 @@ pub fn server() -> &'static TestServer {
         let registry = Arc::new(Registry::new(
             Arc::new(hyperllama_engine_llamacpp::LlamaCppEngine::new()),
             store.clone(),
-            RegistryConfig { ctx_size: Some(2048), threads: None, keep_alive: KeepAlive::Forever, max_loaded: 3 },
+            RegistryConfig {
+                ctx_size: Some(2048),
+                threads: None,
+                keep_alive: KeepAlive::Forever,
+                max_loaded: 3,
+                memory_limit: None,
+            },
         ));
         let (tx, rx) = std::sync::mpsc::channel();
         let state = AppState { registry: registry.clone() };

@@ -88,6 +88,9 @@ pub async fn show(State(state): State<AppState>, DialectJson(body, _): Json<Mode
     let template = m.template.clone().or(d.chat_template.clone()).unwrap_or_default();
     let messages: Vec<Value> =
         m.messages.iter().map(|x| json!({ "role": x.role.as_str(), "content": x.content })).collect();
+    let stored_ctx = m.parameters.get("num_ctx").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok());
+    let ctx = body.options.num_ctx.and_then(|n| u32::try_from(n).ok()).or(stored_ctx);
+    let (ctx, est) = state.registry.memory_estimate(&m, ctx)?;
     Ok(axum::Json(json!({
         "license": m.license.clone().unwrap_or_default(),
         "modelfile": modelfile(&state, &m),
@@ -98,6 +101,8 @@ pub async fn show(State(state): State<AppState>, DialectJson(body, _): Json<Mode
         "messages": messages,
         "model_info": d.model_info,
         "capabilities": ["completion", "tools", "embedding"],
+        "memory_estimate": { "context_length": ctx, "parallel": 1, "weights": est.weights, "kv_cache": est.kv_cache,
+                             "compute": est.compute, "total": est.total },
         "modified_at": m.modified_at,
     }))
     .into_response())

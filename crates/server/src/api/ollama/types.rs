@@ -127,6 +127,9 @@ pub struct LegacyEmbeddingsBody {
 pub struct ModelBody {
     #[serde(alias = "name")]
     pub model: String,
+    /// For `/api/show`: the context the memory estimate is for.
+    #[serde(default)]
+    pub options: Options,
     pub stream: Option<bool>,
 }
 
