@@ -99,6 +99,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             threads: args.threads,
             keep_alive,
             max_loaded: args.max_loaded_models,
+            memory_limit: args.memory_limit,
         },
     ));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
