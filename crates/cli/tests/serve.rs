@@ -89,7 +89,12 @@ fn cli_verbs_through_a_real_server() {
     .expect("json");
     assert_eq!(v["eval_count"], 5);
 
-    let answer = ok(&s, &["run", "smol", "What is the capital of France? Answer in one sentence."]);
+    // A model whose stored parameters make it greedy answers `run` deterministically.
+    let mfdir = tempfile::tempdir().expect("tempdir");
+    let greedy = mfdir.path().join("Modelfile");
+    std::fs::write(&greedy, format!("FROM {m}\nPARAMETER temperature 0\n")).expect("write");
+    ok(&s, &["create", "smol0", "-f", greedy.to_str().expect("p")]);
+    let answer = ok(&s, &["run", "smol0", "What is the capital of France? Answer in one sentence."]);
     assert!(answer.contains("Paris"), "{answer}");
     // run with a GGUF path creates the model on the server under its file name.
     assert!(!ok(&s, &["run", m, "Say hi."]).trim().is_empty());
