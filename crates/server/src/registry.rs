@@ -24,11 +24,20 @@ pub struct RegistryConfig {
     pub max_loaded: usize,
     /// Refuse loads whose estimated memory exceeds this; `None` means the RAM available now.
     pub memory_limit: Option<u64>,
+    /// The Hugging Face hub (or mirror) that `/api/pull` fetches from.
+    pub hub: hyperllama_store::hub::HubConfig,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        Self { ctx_size: None, threads: None, keep_alive: KeepAlive::DEFAULT, max_loaded: 3, memory_limit: None }
+        Self {
+            ctx_size: None,
+            threads: None,
+            keep_alive: KeepAlive::DEFAULT,
+            max_loaded: 3,
+            memory_limit: None,
+            hub: hyperllama_store::hub::HubConfig::from_env(),
+        }
     }
 }
 
@@ -111,6 +120,10 @@ impl Registry {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn hub_config(&self) -> &hyperllama_store::hub::HubConfig {
+        &self.config.hub
     }
 
     pub fn manifest(&self, name: &str) -> Result<(ModelName, Manifest), ApiError> {

@@ -18,7 +18,7 @@ fn registry(max_loaded: usize, memory_limit: Option<u64>) -> (tempfile::TempDir,
     let reg = Arc::new(Registry::new(
         Arc::new(hyperllama_engine_llamacpp::LlamaCppEngine::new()),
         store,
-        RegistryConfig { ctx_size: Some(512), threads: None, keep_alive: KeepAlive::DEFAULT, max_loaded, memory_limit },
+        RegistryConfig { ctx_size: Some(512), max_loaded, memory_limit, ..RegistryConfig::default() },
     ));
     (dir, reg)
 }

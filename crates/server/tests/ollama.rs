@@ -294,9 +294,13 @@ async fn blobs_create_and_pull() {
     let statuses: Vec<&str> = lines.iter().filter_map(|l| l["status"].as_str()).collect();
     assert_eq!(statuses.first(), Some(&"pulling manifest"));
     assert_eq!(statuses.last(), Some(&"success"));
-    let (s, v) = post("/api/pull", json!({ "model": "nope/none" })).await;
+    let (s, v) = post("/api/pull", json!({ "model": "not-local" })).await;
     assert_eq!(s, 404);
-    assert!(v["error"].as_str().expect("error").contains("not"));
+    assert!(v["error"].as_str().expect("error").contains("not in the local store"), "{v}");
+    // A hub name with no reachable hub is a 502 before any stream starts.
+    let (s, v) = post("/api/pull", json!({ "model": "hf.co/nope/none" })).await;
+    assert_eq!(s, 502, "{v}");
+    assert!(v["error"].as_str().expect("error").contains("cannot reach the hub"), "{v}");
 }
 
 #[tokio::test]

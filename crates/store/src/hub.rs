@@ -222,17 +222,25 @@ fn status_error(status: reqwest::StatusCode, what: &str, url: &str) -> HubError 
     }
 }
 
-/// Pulls `r` into `store`, reporting progress; returns the new manifest.
-pub async fn pull(
-    store: &Store,
-    cfg: &HubConfig,
-    r: &HubRef,
-    mut progress: impl FnMut(Progress) + Send,
-) -> Result<Manifest, HubError> {
+/// What a pull will fetch, settled before any byte of the weights moves.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub r: HubRef,
+    pub commit: String,
+    pub file: String,
+    pub quant: String,
+    pub digest: Digest,
+    pub size: u64,
+    /// The requested (or default) quantization was missing and this is the nearest.
+    pub fallback: bool,
+}
+
+/// Lists the repo and picks the file: every "not found", "unauthorized" or "unreachable"
+/// surfaces here, so a server can answer it with a real status.
+pub async fn plan(cfg: &HubConfig, r: &HubRef) -> Result<Plan, HubError> {
     if cfg.offline {
         return Err(HubError::Offline(format!("hf.co/{}", r.repo)));
     }
-    progress(Progress::Status("pulling manifest".into()));
     let http = client(cfg)?;
     let url = format!("{}/api/models/{}/revision/{}?blobs=true", cfg.endpoint, r.repo, r.revision);
     let resp = http.get(&url).send().await.map_err(|e| network(cfg, e))?;
@@ -242,14 +250,46 @@ pub async fn pull(
     let info: RepoInfo = resp.json().await.map_err(|e| HubError::Protocol(format!("repo listing: {e}")))?;
     let commit = info.sha.clone().unwrap_or_else(|| r.revision.clone());
     let (file, quant, fallback) = choose(&r.repo, &info.siblings, r.quant.as_deref())?;
-    if fallback {
-        progress(Progress::Status(format!("Q4_K_M is not in {}; using {} ({})", r.repo, quant, file.rfilename)));
-    }
     let lfs = file.lfs.clone().ok_or_else(|| HubError::Protocol(format!("{} has no LFS sha256", file.rfilename)))?;
     let digest = Digest::parse(&format!("sha256:{}", lfs.sha256))
         .map_err(|_| HubError::Protocol("bad sha256 in listing".into()))?;
-    let total = file.size.unwrap_or(lfs.size);
+    Ok(Plan {
+        r: r.clone(),
+        commit,
+        file: file.rfilename.clone(),
+        quant,
+        digest,
+        size: file.size.unwrap_or(lfs.size),
+        fallback,
+    })
+}
 
+/// Pulls `r` into `store`, reporting progress; returns the new manifest.
+pub async fn pull(
+    store: &Store,
+    cfg: &HubConfig,
+    r: &HubRef,
+    mut progress: impl FnMut(Progress) + Send,
+) -> Result<Manifest, HubError> {
+    progress(Progress::Status("pulling manifest".into()));
+    let plan = plan(cfg, r).await?;
+    fetch(store, cfg, &plan, progress).await
+}
+
+/// Downloads and verifies what `plan` names, then writes the manifest.
+pub async fn fetch(
+    store: &Store,
+    cfg: &HubConfig,
+    plan: &Plan,
+    mut progress: impl FnMut(Progress) + Send,
+) -> Result<Manifest, HubError> {
+    let http = client(cfg)?;
+    let r = &plan.r;
+    let (digest, total, quant, commit) = (plan.digest.clone(), plan.size, plan.quant.clone(), plan.commit.clone());
+    if plan.fallback {
+        progress(Progress::Status(format!("Q4_K_M is not in {}; using {} ({})", r.repo, quant, plan.file)));
+    }
+    let file = Sibling { rfilename: plan.file.clone(), size: Some(total), lfs: None };
     if !store.has_blob(&digest) {
         let file_url = format!("{}/{}/resolve/{}/{}", cfg.endpoint, r.repo, commit, file.rfilename);
         download(store, cfg, &http, &file_url, &digest, total, &mut progress).await?;

@@ -102,8 +102,7 @@ async fn resolve(
     if hub.drop_mode.load(Ordering::SeqCst) {
         let mut seen = hub.drop_once.lock().expect("lock");
         // Keyed by the range's end, which a resumed request keeps: each part is cut once.
-        if !seen.contains_key(&end) {
-            seen.insert(end, true);
+        if seen.insert(end, true).is_none() {
             data.truncate(data.len() / 2);
             fail = true;
         }

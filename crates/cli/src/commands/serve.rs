@@ -100,6 +100,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             keep_alive,
             max_loaded: args.max_loaded_models,
             memory_limit: args.memory_limit,
+            hub: hyperllama_store::hub::HubConfig::from_env(),
         },
     ));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -113,18 +114,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     hyperllama_server::serve(listener, AppState { registry }, shutdown_signal()).await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes() {
-        assert_eq!(super::parse_bytes("8GiB"), Ok(8 << 30));
-        assert_eq!(super::parse_bytes("512MB"), Ok(512_000_000));
-        assert_eq!(super::parse_bytes("1000"), Ok(1000));
-        assert!(super::parse_bytes("lots").is_err());
-        assert!(super::parse_bytes("5 parsecs").is_err());
-    }
 }
 
 async fn shutdown_signal() {
@@ -144,4 +133,16 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::parse_bytes("8GiB"), Ok(8 << 30));
+        assert_eq!(super::parse_bytes("512MB"), Ok(512_000_000));
+        assert_eq!(super::parse_bytes("1000"), Ok(1000));
+        assert!(super::parse_bytes("lots").is_err());
+        assert!(super::parse_bytes("5 parsecs").is_err());
+    }
 }

@@ -41,6 +41,11 @@ pub fn server() -> &'static TestServer {
                 keep_alive: KeepAlive::Forever,
                 max_loaded: 3,
                 memory_limit: None,
+                // No hub is reachable from these tests: pulls of hub names fail fast.
+                hub: hyperllama_store::hub::HubConfig {
+                    endpoint: "http://127.0.0.1:9".into(),
+                    ..hyperllama_store::hub::HubConfig::from_env()
+                },
             },
         ));
         let (tx, rx) = std::sync::mpsc::channel();

@@ -153,7 +153,7 @@ pub async fn pull(State(state): State<AppState>, DialectJson(body, _): Json<Mode
         ];
         return status_response(body.stream, lines);
     };
-    let cfg = hyperllama_store::hub::HubConfig::from_env();
+    let cfg = state.registry.hub_config().clone();
     let store = state.registry.store().clone();
     if cfg.offline {
         // Offline: a model pulled before is fine; anything else is an error.
@@ -161,10 +161,13 @@ pub async fn pull(State(state): State<AppState>, DialectJson(body, _): Json<Mode
         store.get(&name).map_err(|_| hub_error(hyperllama_store::hub::HubError::Offline(body.model.clone())))?;
         return status_response(body.stream, vec![json!({ "status": "success" })]);
     }
+    // The listing first: a missing repo, a bad token or an unreachable hub is a real status.
+    let plan = hyperllama_store::hub::plan(&cfg, &hub_ref).await.map_err(hub_error)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let _ = tx.send(json!({ "status": "pulling manifest" }));
     let task = tokio::spawn(async move {
         let progress_tx = tx.clone();
-        let result = hyperllama_store::hub::pull(&store, &cfg, &hub_ref, move |p| {
+        let result = hyperllama_store::hub::fetch(&store, &cfg, &plan, move |p| {
             let line = match p {
                 hyperllama_store::hub::Progress::Status(s) => json!({ "status": s }),
                 hyperllama_store::hub::Progress::Download { digest, total, completed } => json!({
