@@ -57,7 +57,8 @@ def server():
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-        assert proc.returncode is not None
+            proc.wait()
+            raise AssertionError("the server did not shut down within 20 s of SIGTERM")
 
 
 @pytest.fixture()

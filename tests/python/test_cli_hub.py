@@ -37,3 +37,10 @@ def test_bad_names_and_missing_repos(server):
         assert r.returncode != 0 and "invalid model name" in r.stderr, (bad, r.stderr)
     r = cli(server, "pull", "hf.co/nobody/nothing")
     assert r.returncode != 0 and "not found" in r.stderr
+
+
+def test_run_pulls_a_missing_hub_model(server):
+    r = cli(server, "run", "hf.co/smol/SmolLM2-GGUF:Q4_1", "Say hi.")
+    assert r.returncode == 0, r.stderr
+    assert "success" in r.stderr and r.stdout.strip()
+    assert cli(server, "rm", "smol/SmolLM2-GGUF:q4_1").returncode == 0

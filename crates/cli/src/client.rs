@@ -30,6 +30,10 @@ impl Client {
         Self { base: base_url(host), http: reqwest::Client::new() }
     }
 
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

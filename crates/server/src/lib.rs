@@ -51,8 +51,31 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let registry = state.registry.clone();
     let reaper = registry.clone().spawn_reaper();
-    let result = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    };
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown);
+    // In-flight streams get a grace period to finish; then they are cut.
+    let grace = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        r = server => r,
+        _ = grace => {
+            tracing::warn!(seconds = SHUTDOWN_GRACE.as_secs(), "streams still running after the grace period; closing them");
+            Ok(())
+        }
+    };
     reaper.abort();
     registry.unload_all().await;
     result
 }
+
+/// How long shutdown waits for in-flight responses.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);

@@ -35,6 +35,16 @@ pub struct RunArgs {
 pub async fn ensure_model(c: &Client, model: &str) -> anyhow::Result<String> {
     let path = Path::new(model);
     if !(model.ends_with(".gguf") && path.is_file()) {
+        // A hub reference that is not in the store yet is pulled first, as `ollama run` does.
+        if hyperllama_store::hub::HubRef::parse(model).is_some()
+            && c.post("/api/show", &json!({ "model": model })).await.is_err()
+        {
+            super::models::pull(super::models::NamesArgs {
+                models: vec![model.to_string()],
+                host: HostArg { host: Some(c.base().to_string()) },
+            })
+            .await?;
+        }
         return Ok(model.to_string());
     }
     let stem = path.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_default();
