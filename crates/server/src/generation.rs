@@ -311,3 +311,18 @@ pub fn tool_specs(tools: &[ToolDto]) -> Result<Vec<ToolSpec>, ApiError> {
 pub fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
+
+/// Shortens embeddings to `dims` (Matryoshka-style) and renormalises them; both dialects'
+/// `dimensions` field.
+pub fn truncate_dimensions(vectors: &mut [Vec<f32>], dims: u32, full: u32) -> Result<(), ApiError> {
+    if dims == 0 || dims > full {
+        return Err(ApiError::bad_request(format!("dimensions must be between 1 and {full}, got {dims}"))
+            .with_param("dimensions"));
+    }
+    for v in vectors {
+        v.truncate(dims as usize);
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    Ok(())
+}

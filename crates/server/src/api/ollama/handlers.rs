@@ -262,15 +262,7 @@ pub async fn embed(State(state): State<AppState>, DialectJson(body, _): Json<Emb
     let (acquired, mut e) =
         embed_inputs(&state, &body.model, inputs, body.truncate.unwrap_or(true), body.options, ka).await?;
     if let Some(d) = body.dimensions {
-        let full = acquired.model.info().embedding_length;
-        if d == 0 || d > full {
-            return Err(ApiError::bad_request(format!("dimensions must be between 1 and {full}, got {d}")));
-        }
-        for v in &mut e.vectors {
-            v.truncate(d as usize);
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            v.iter_mut().for_each(|x| *x /= norm);
-        }
+        crate::generation::truncate_dimensions(&mut e.vectors, d, acquired.model.info().embedding_length)?;
     }
     Ok(axum::Json(json!({
         "model": body.model,

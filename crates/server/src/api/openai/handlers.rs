@@ -406,17 +406,7 @@ pub async fn embeddings(State(state): State<AppState>, DialectJson(body, _): Jso
     let acquired = state.registry.acquire(&body.model, options.load_request(None)?).await?;
     let mut e = acquired.model.embed(inputs, true).await?;
     if let Some(d) = body.dimensions {
-        let full = acquired.model.info().embedding_length;
-        if d == 0 || d > full {
-            return Err(ApiError::bad_request(format!("dimensions must be between 1 and {full}, got {d}"))
-                .with_param("dimensions")
-                .into());
-        }
-        for v in &mut e.vectors {
-            v.truncate(d as usize);
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            v.iter_mut().for_each(|x| *x /= norm);
-        }
+        crate::generation::truncate_dimensions(&mut e.vectors, d, acquired.model.info().embedding_length)?;
     }
     let data: Vec<Value> = e
         .vectors
