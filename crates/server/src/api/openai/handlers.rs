@@ -171,20 +171,7 @@ pub async fn chat_completions(
         return Err(ApiError::bad_request("logprobs are not supported").with_param("logprobs").into());
     }
     let limit = max_tokens(body.max_completion_tokens.or(body.max_tokens), "max_tokens")?;
-    let options = options_for(
-        &state,
-        &body.model,
-        Options {
-            temperature: body.temperature,
-            top_p: body.top_p,
-            seed: body.seed,
-            num_predict: limit,
-            stop: body.stop,
-            presence_penalty: body.presence_penalty,
-            frequency_penalty: body.frequency_penalty,
-            ..Options::default()
-        },
-    )?;
+    let options = options_for(&state, &body.model, body.sampling.into_options(limit))?;
     let messages = convert_messages(body.messages)?;
     let mut tools = tool_specs(&body.tools)?;
     match &body.tool_choice {
@@ -304,20 +291,7 @@ pub async fn completions(
     }
     // OpenAI's default for completions is 16 tokens.
     let limit = max_tokens(body.max_tokens, "max_tokens")?.or(Some(16));
-    let options = options_for(
-        &state,
-        &body.model,
-        Options {
-            temperature: body.temperature,
-            top_p: body.top_p,
-            seed: body.seed,
-            num_predict: limit,
-            stop: body.stop,
-            presence_penalty: body.presence_penalty,
-            frequency_penalty: body.frequency_penalty,
-            ..Options::default()
-        },
-    )?;
+    let options = options_for(&state, &body.model, body.sampling.into_options(limit))?;
     let load = options.load_request(None)?;
     let request = options.into_request(Prompt::Raw(prompt))?;
     let generation = Generation::start(&state.registry, &body.model, load, request, started).await?;

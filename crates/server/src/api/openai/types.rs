@@ -1,6 +1,34 @@
 use serde::Deserialize;
 
-use crate::generation::{StopField, ToolDto};
+use crate::generation::{Options, StopField, ToolDto};
+
+/// The sampling fields chat completions and completions share.
+#[derive(Debug, Default, Deserialize)]
+pub struct SamplingFields {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub seed: Option<i64>,
+    pub stop: Option<StopField>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+}
+
+impl SamplingFields {
+    /// As the internal options, with `num_predict` from the dialect's token limit.
+    pub fn into_options(self, num_predict: Option<i64>) -> Options {
+        let SamplingFields { temperature, top_p, seed, stop, presence_penalty, frequency_penalty } = self;
+        Options {
+            temperature,
+            top_p,
+            seed,
+            num_predict,
+            stop,
+            presence_penalty,
+            frequency_penalty,
+            ..Options::default()
+        }
+    }
+}
 
 #[derive(Debug, Deserialize)]
 pub struct ChatCompletionBody {
@@ -8,13 +36,9 @@ pub struct ChatCompletionBody {
     pub messages: Vec<ChatMessage>,
     pub max_tokens: Option<i64>,
     pub max_completion_tokens: Option<i64>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub seed: Option<i64>,
-    pub stop: Option<StopField>,
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
     pub n: Option<u32>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
     pub response_format: Option<ResponseFormat>,
     #[serde(default)]
     pub tools: Vec<ToolDto>,
@@ -90,13 +114,9 @@ pub struct CompletionBody {
     pub model: String,
     pub prompt: PromptField,
     pub max_tokens: Option<i64>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub seed: Option<i64>,
-    pub stop: Option<StopField>,
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
     pub n: Option<u32>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
