@@ -36,6 +36,7 @@ impl ModelArgs {
             ctx_size: self.ctx_size,
             threads: self.threads,
             gpu_layers: self.gpu_layers,
+            ..LoadOptions::default()
         })
     }
 }

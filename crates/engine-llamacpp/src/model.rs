@@ -1,5 +1,6 @@
 use std::num::NonZeroU32;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -16,14 +17,12 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
-use crate::worker::{self, Command, Job};
+use crate::worker::{self, Command, Job, SchedulerConfig};
 
 /// Context length when the caller does not ask for one (Ollama's default), capped by training.
 const DEFAULT_CTX: u32 = 4096;
-/// Tokens per `llama_decode` call during prefill.
-const N_BATCH: u32 = 2048;
-/// Events buffered between the compute thread and the consumer.
-const STREAM_BUFFER: usize = 64;
+/// Tokens per batched decode step (decode tokens of every sequence + prompt chunks).
+const DEFAULT_STEP_TOKENS: u32 = 512;
 
 /// A GGUF model loaded into llama.cpp, served by its own compute thread.
 pub struct LlamaCppModel {
@@ -33,6 +32,9 @@ pub struct LlamaCppModel {
     bos_text: String,
     add_bos: bool,
     jobs: Mutex<Option<mpsc::Sender<Command>>>,
+    /// Requests accepted and not yet done; with `admit_limit`, the admission bound.
+    in_flight: Arc<AtomicU32>,
+    admit_limit: u32,
     worker: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<Mutex<ModelStats>>,
 }
@@ -65,13 +67,27 @@ impl LlamaCppModel {
         let ctx_size = options.ctx_size.unwrap_or(DEFAULT_CTX.min(n_ctx_train)).max(16);
         let threads = options.threads.map(|t| t as usize).unwrap_or_else(hyperllama_hw::physical_cores).max(1);
         let threads = i32::try_from(threads).unwrap_or(1);
+        // Every sequence may use the whole `ctx_size` (as in Ollama, unlike llama-server's
+        // `-c` divided by `-np`): the unified KV pool holds ctx_size x parallel cells, shared,
+        // so a prefix common to several sequences is stored once.
+        let parallel = options.parallel.unwrap_or(1).clamp(1, 256);
+        let step_tokens = options.step_tokens.unwrap_or(DEFAULT_STEP_TOKENS).max(parallel + 16);
+        let pool = ctx_size.checked_mul(parallel).ok_or_else(|| {
+            EngineError::Load(format!("a context of {ctx_size} tokens x {parallel} sequences is too large"))
+        })?;
         let ctx_params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(ctx_size))
-            .with_n_batch(N_BATCH.min(ctx_size))
-            .with_n_ubatch(512.min(ctx_size))
-            .with_n_seq_max(1)
+            .with_n_ctx(NonZeroU32::new(pool))
+            .with_n_batch(step_tokens)
+            .with_n_ubatch(512.min(step_tokens))
+            .with_n_seq_max(parallel)
+            .with_kv_unified(true)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
+        let config = SchedulerConfig {
+            parallel: parallel as usize,
+            ctx_per_seq: ctx_size as usize,
+            step_tokens: step_tokens as usize,
+        };
 
         let template = match gguf.chat_template() {
             Some(src) => Some(ChatTemplate::new(
@@ -105,7 +121,7 @@ impl LlamaCppModel {
         let thread_stats = stats.clone();
         let worker = std::thread::Builder::new()
             .name(format!("llamacpp-{}", short_name(path)))
-            .spawn(move || worker::run(backend, &thread_model, ctx_params, jobs_rx, ready_tx, thread_stats))
+            .spawn(move || worker::run(backend, &thread_model, ctx_params, config, jobs_rx, ready_tx, thread_stats))
             .map_err(|e| EngineError::Internal(format!("cannot start the compute thread: {e}")))?;
         let mut info = info;
         info.loaded_context = ready_rx
@@ -119,6 +135,8 @@ impl LlamaCppModel {
             bos_text,
             add_bos,
             jobs: Mutex::new(Some(jobs_tx)),
+            in_flight: Arc::new(AtomicU32::new(0)),
+            admit_limit: options.max_queue.map_or(u32::MAX, |q| q.saturating_add(parallel)),
             worker: Mutex::new(Some(worker)),
             stats,
         })
@@ -147,6 +165,21 @@ impl LlamaCppModel {
             }
         }
         self.worker.lock().ok().and_then(|mut w| w.take())
+    }
+}
+
+/// Counts a request from `generate` until its stream is dropped; the admission limit reads it.
+struct Ticket(Arc<AtomicU32>);
+
+impl Ticket {
+    fn new(in_flight: Arc<AtomicU32>) -> Self {
+        Self(in_flight)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -227,9 +260,25 @@ impl LoadedModel for LlamaCppModel {
         if prompt_tokens >= self.info.loaded_context {
             return Err(EngineError::PromptTooLong { prompt_tokens, ctx_size: self.info.loaded_context });
         }
-        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        // Admission: at most `parallel` running plus `max_queue` waiting; refuse the rest now.
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let ticket = Ticket::new(self.in_flight.clone());
+        if before >= self.admit_limit {
+            let waiting = before.saturating_sub(self.stats().parallel);
+            return Err(EngineError::Overloaded { waiting });
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         self.send(Command::Generate(Box::new(Job { tokens, request, grammar, tx, queued_at })))?;
-        Ok(Box::pin(hyperllama_engine::receiver_stream(rx)))
+        // The stream holds the ticket: a request counts until its consumer drops it, so a
+        // cancelled one frees its place in the queue at once.
+        Ok(Box::pin(futures::stream::poll_fn(move |cx| {
+            let _held = &ticket;
+            rx.poll_recv(cx)
+        })))
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.worker.lock().ok().is_some_and(|w| w.as_ref().is_some_and(|h| !h.is_finished()))
     }
 
     async fn unload(&self) -> Result<(), EngineError> {

@@ -14,6 +14,8 @@ pub enum EngineError {
     UnsupportedArchitecture { arch: String },
     #[error("chat template: {0}")]
     Template(#[from] crate::TemplateError),
+    #[error("server busy: {waiting} requests are already waiting for this model; retry later")]
+    Overloaded { waiting: u32 },
     #[error("the engine is unavailable: {0}")]
     Unavailable(String),
     #[error("engine failure: {0}")]
@@ -29,6 +31,7 @@ impl EngineError {
             EngineError::Load(_) => "load_failed",
             EngineError::UnsupportedArchitecture { .. } => "unsupported_architecture",
             EngineError::Template(_) => "template_error",
+            EngineError::Overloaded { .. } => "overloaded",
             EngineError::Unavailable(_) => "unavailable",
             EngineError::Internal(_) => "internal",
         }

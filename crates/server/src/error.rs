@@ -9,6 +9,8 @@ pub enum ErrorKind {
     BadRequest,
     NotFound,
     PayloadTooLarge,
+    /// Too many requests waiting: Ollama answers 503, OpenAI 429; both with `Retry-After`.
+    Overloaded,
     Unavailable,
     BadGateway,
     Internal,
@@ -45,12 +47,23 @@ impl ApiError {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unavailable | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
         }
     }
+}
+
+/// Seconds a refused client should wait before retrying (`Retry-After`).
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+/// Adds `Retry-After` to an overload refusal.
+pub(crate) fn with_retry_after(err: &ApiError, mut response: axum::response::Response) -> axum::response::Response {
+    if err.kind == ErrorKind::Overloaded {
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    response
 }
 
 impl std::fmt::Display for ApiError {
@@ -72,6 +85,7 @@ impl From<EngineError> for ApiError {
         } else {
             match e {
                 EngineError::Unavailable(_) => ErrorKind::Unavailable,
+                EngineError::Overloaded { .. } => ErrorKind::Overloaded,
                 EngineError::Load(_) | EngineError::UnsupportedArchitecture { .. } => ErrorKind::BadRequest,
                 _ => ErrorKind::Internal,
             }

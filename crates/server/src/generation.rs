@@ -35,6 +35,10 @@ pub struct Options {
     pub frequency_penalty: Option<f32>,
     pub num_ctx: Option<i64>,
     pub num_thread: Option<i64>,
+    /// Extensions shared with llama-server and vLLM: reuse cached KV for a shared prompt
+    /// prefix (default true), and keep generating past end-of-sequence (benchmarks).
+    pub cache_prompt: Option<bool>,
+    pub ignore_eos: Option<bool>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_json::Value>,
 }
@@ -83,6 +87,8 @@ impl Options {
             frequency_penalty: over.frequency_penalty.or(self.frequency_penalty),
             num_ctx: over.num_ctx.or(self.num_ctx),
             num_thread: over.num_thread.or(self.num_thread),
+            cache_prompt: over.cache_prompt.or(self.cache_prompt),
+            ignore_eos: over.ignore_eos.or(self.ignore_eos),
             unknown: over.unknown,
         }
     }
@@ -125,6 +131,8 @@ impl Options {
             Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
         };
         req.stop.stop = self.stop.map(StopField::into_vec).unwrap_or_default();
+        req.stop.ignore_eos = self.ignore_eos.unwrap_or(false);
+        req.cache_prompt = self.cache_prompt.unwrap_or(true);
         Ok(req)
     }
 }

@@ -23,7 +23,7 @@ use axum::Router;
 
 pub use error::{ApiError, ErrorKind};
 pub use keep_alive::KeepAlive;
-pub use registry::{Registry, RegistryConfig};
+pub use registry::{Registry, RegistryConfig, DEFAULT_MAX_QUEUE, DEFAULT_PARALLEL};
 
 /// Shared state of every handler.
 #[derive(Clone)]

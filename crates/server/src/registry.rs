@@ -20,6 +20,12 @@ use crate::{ApiError, ErrorKind, KeepAlive};
 pub struct RegistryConfig {
     pub ctx_size: Option<u32>,
     pub threads: Option<u32>,
+    /// Sequences each model decodes together (continuous batching); each gets `ctx_size`.
+    pub parallel: u32,
+    /// Requests that may wait for a sequence, per model, before new ones are refused.
+    pub max_queue: u32,
+    /// Tokens per batched decode step (`None`: the engine's default).
+    pub step_tokens: Option<u32>,
     pub keep_alive: KeepAlive,
     pub max_loaded: usize,
     /// Refuse loads whose estimated memory exceeds this; `None` means the RAM available now.
@@ -33,6 +39,9 @@ impl Default for RegistryConfig {
         Self {
             ctx_size: None,
             threads: None,
+            parallel: DEFAULT_PARALLEL,
+            max_queue: DEFAULT_MAX_QUEUE,
+            step_tokens: None,
             keep_alive: KeepAlive::DEFAULT,
             max_loaded: 3,
             memory_limit: None,
@@ -44,6 +53,10 @@ impl Default for RegistryConfig {
 /// The context a model gets when nobody asks for one: the engine's default, 4096, capped by
 /// what the model was trained with.
 pub const DEFAULT_CTX: u64 = 4096;
+/// Sequences per model when nobody says (`--parallel`).
+pub const DEFAULT_PARALLEL: u32 = 4;
+/// Waiting requests per model before refusals (`--max-queue`; Ollama's default too).
+pub const DEFAULT_MAX_QUEUE: u32 = 512;
 
 fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
@@ -103,6 +116,7 @@ pub struct Running {
     pub context_length: u32,
     pub size: u64,
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub stats: hyperllama_engine::ModelStats,
 }
 
 pub struct Registry {
@@ -120,6 +134,11 @@ impl Registry {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Sequences each loaded model decodes together.
+    pub fn parallel(&self) -> u32 {
+        self.config.parallel.max(1)
     }
 
     pub fn hub_config(&self) -> &hyperllama_store::hub::HubConfig {
@@ -200,13 +219,18 @@ impl Registry {
             ctx_size: req.num_ctx.or_else(|| param_u32("num_ctx")).or(self.config.ctx_size),
             threads: req.num_thread.or_else(|| param_u32("num_thread")).or(self.config.threads),
             gpu_layers: param_u32("num_gpu"),
+            parallel: Some(self.config.parallel.max(1)),
+            max_queue: Some(self.config.max_queue),
+            step_tokens: self.config.step_tokens,
         };
         let keep_alive = req.keep_alive.unwrap_or(self.config.keep_alive);
         let ctx = self.context_for(&manifest, options.ctx_size)?;
 
         let mut loaded = self.loaded.lock().await;
         let mut load_duration = Duration::ZERO;
-        let reusable = loaded.get(&key).is_some_and(|s| s.options == options && s.manifest.model == manifest.model);
+        let reusable = loaded
+            .get(&key)
+            .is_some_and(|s| s.options == options && s.manifest.model == manifest.model && s.model.is_healthy());
         if !reusable {
             if let Some(old) = loaded.remove(&key) {
                 tracing::info!(model = %key, "reloading with new options");
@@ -258,19 +282,20 @@ impl Registry {
         ctx: Option<u32>,
     ) -> Result<(u64, hyperllama_gguf::MemoryEstimate), ApiError> {
         let ctx = self.context_for(manifest, ctx.or(self.config.ctx_size))?;
-        Ok((ctx, self.details(manifest)?.gguf.memory_estimate(ctx, 1)))
+        Ok((ctx, self.details(manifest)?.gguf.memory_estimate(ctx, u64::from(self.config.parallel.max(1)))))
     }
 
     /// Refuses, with both numbers, a load that would not fit, instead of letting the OS kill us.
     fn check_memory(&self, manifest: &Manifest, ctx: u64) -> Result<(), ApiError> {
-        let est = self.details(manifest)?.gguf.memory_estimate(ctx, 1);
+        let parallel = u64::from(self.config.parallel.max(1));
+        let est = self.details(manifest)?.gguf.memory_estimate(ctx, parallel);
         let available = self.config.memory_limit.unwrap_or_else(hyperllama_hw::available_memory);
         if est.total > available {
             return Err(ApiError::new(
                 ErrorKind::Unavailable,
                 "insufficient_memory",
                 format!(
-                    "model requires {} (weights {} + KV cache {} for {ctx} tokens + compute {}) but only {} is available; lower num_ctx or unload other models",
+                    "model requires {} (weights {} + KV cache {} for {ctx} tokens x {parallel} sequences + compute {}) but only {} is available; lower num_ctx or --parallel, or unload other models",
                     gib(est.total),
                     gib(est.weights),
                     gib(est.kv_cache),
@@ -340,6 +365,7 @@ impl Registry {
                 context_length: s.model.info().loaded_context,
                 size: s.model.info().size_bytes,
                 expires_at: s.expires_at,
+                stats: s.model.stats(),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

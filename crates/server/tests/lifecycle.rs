@@ -81,7 +81,7 @@ async fn a_load_that_would_not_fit_is_refused_with_both_numbers() {
     let (_, big) = reg.memory_estimate(&m, Some(8192)).expect("estimate");
     assert_eq!(ctx, 512);
     assert!(small.weights > 90_000_000 && small.weights < 110_000_000, "{small:?}");
-    // SmolLM2: 30 layers x 3 KV heads x (64 + 64) x 2 bytes per token.
-    assert_eq!(small.kv_cache, 512 * 30 * 3 * 128 * 2);
+    // SmolLM2: 30 layers x 3 KV heads x (64 + 64) x 2 bytes per token, for every sequence.
+    assert_eq!(small.kv_cache, 512 * u64::from(hyperllama_server::DEFAULT_PARALLEL) * 30 * 3 * 128 * 2);
     assert!(big.total > small.total);
 }

@@ -137,7 +137,7 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<()> {
         let mem = &v["memory_estimate"];
         let gib = |k: &str| mem[k].as_f64().unwrap_or(0.0) / (1u64 << 30) as f64;
         println!(
-            "\n  Memory (context {}, {} sequence)\n    {:<20} {:.2} GiB\n    {:<20} {:.2} GiB\n    {:<20} {:.2} GiB\n    {:<20} {:.2} GiB",
+            "\n  Memory (context {}, {} sequences)\n    {:<20} {:.2} GiB\n    {:<20} {:.2} GiB\n    {:<20} {:.2} GiB\n    {:<20} {:.2} GiB",
             mem["context_length"], mem["parallel"], "weights", gib("weights"), "KV cache", gib("kv_cache"),
             "compute (estimate)", gib("compute"), "total", gib("total")
         );

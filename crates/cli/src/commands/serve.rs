@@ -23,6 +23,20 @@ pub struct ServeArgs {
     /// CPU threads per model (default: the number of physical cores).
     #[arg(long, env = "HYPERLLAMA_THREADS")]
     pub threads: Option<u32>,
+    /// Sequences each model decodes together (continuous batching). Each sequence may use the
+    /// whole --ctx-size, so KV memory is ctx-size x parallel. OLLAMA_NUM_PARALLEL is honoured
+    /// too. Default 4.
+    #[arg(long, env = "HYPERLLAMA_NUM_PARALLEL")]
+    pub parallel: Option<u32>,
+    /// Requests that may wait for a free sequence, per model; more are refused at once with
+    /// 503 (Ollama API) / 429 (OpenAI API) and Retry-After. OLLAMA_MAX_QUEUE is honoured too.
+    /// Default 512.
+    #[arg(long, env = "HYPERLLAMA_MAX_QUEUE")]
+    pub max_queue: Option<u32>,
+    /// Tokens per batched decode step: one per generating sequence plus prompt chunks of new
+    /// requests (chunked prefill). Default 512.
+    #[arg(long, env = "HYPERLLAMA_STEP_TOKENS")]
+    pub step_tokens: Option<u32>,
     /// How long a model stays loaded after a request: "5m", "1h", "-1" (forever), "0".
     #[arg(long, env = "HYPERLLAMA_KEEP_ALIVE", default_value = "5m")]
     pub keep_alive: String,
@@ -56,6 +70,19 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok((n * mult) as u64)
 }
 
+/// A flag's value, else Ollama's environment variable of the same meaning.
+fn ollama_fallback(value: Option<u32>, var: &str) -> anyhow::Result<Option<u32>> {
+    if value.is_some() {
+        return Ok(value);
+    }
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => {
+            Ok(Some(v.trim().parse().with_context(|| format!("{var}={v:?} is not a whole number"))?))
+        }
+        _ => Ok(None),
+    }
+}
+
 pub fn models_dir(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p);
@@ -85,6 +112,9 @@ fn listen_addr(args: &ServeArgs) -> anyhow::Result<SocketAddr> {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listen_addr(&args)?;
+    if args.parallel == Some(0) {
+        anyhow::bail!("--parallel must be at least 1");
+    }
     let keep_alive = KeepAlive::parse_str(&args.keep_alive)
         .with_context(|| format!("invalid --keep-alive {:?}: use e.g. 5m, 30s, -1 or 0", args.keep_alive))?;
     let dir = models_dir(args.models.clone())?;
@@ -97,6 +127,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         RegistryConfig {
             ctx_size: args.ctx_size,
             threads: args.threads,
+            parallel: ollama_fallback(args.parallel, "OLLAMA_NUM_PARALLEL")?
+                .unwrap_or(hyperllama_server::DEFAULT_PARALLEL),
+            max_queue: ollama_fallback(args.max_queue, "OLLAMA_MAX_QUEUE")?
+                .unwrap_or(hyperllama_server::DEFAULT_MAX_QUEUE),
+            step_tokens: args.step_tokens,
             keep_alive,
             max_loaded: args.max_loaded_models,
             memory_limit: args.memory_limit,

@@ -24,43 +24,52 @@ pub struct TestServer {
     pub registry: Arc<Registry>,
 }
 
+/// The configuration most tests use: 2048 tokens of context, 4 sequences, kept loaded.
+pub fn test_config() -> RegistryConfig {
+    RegistryConfig {
+        ctx_size: Some(2048),
+        threads: None,
+        parallel: 4,
+        max_queue: hyperllama_server::DEFAULT_MAX_QUEUE,
+        step_tokens: None,
+        keep_alive: KeepAlive::Forever,
+        max_loaded: 3,
+        memory_limit: None,
+        // No hub is reachable from these tests: pulls of hub names fail fast.
+        hub: hyperllama_store::hub::HubConfig {
+            endpoint: "http://127.0.0.1:9".into(),
+            ..hyperllama_store::hub::HubConfig::from_env()
+        },
+    }
+}
+
+/// The binary's shared server, with [`test_config`].
 pub fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir").keep();
-        let store = Store::open(dir.join("models")).expect("store");
-        store
-            .create(&ModelName::parse("smol").expect("name"), Source::File(model_path()), Overrides::default())
-            .expect("import the test model");
-        let registry = Arc::new(Registry::new(
-            Arc::new(hyperllama_engine_llamacpp::LlamaCppEngine::new()),
-            store.clone(),
-            RegistryConfig {
-                ctx_size: Some(2048),
-                threads: None,
-                keep_alive: KeepAlive::Forever,
-                max_loaded: 3,
-                memory_limit: None,
-                // No hub is reachable from these tests: pulls of hub names fail fast.
-                hub: hyperllama_store::hub::HubConfig {
-                    endpoint: "http://127.0.0.1:9".into(),
-                    ..hyperllama_store::hub::HubConfig::from_env()
-                },
-            },
-        ));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let state = AppState { registry: registry.clone() };
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                tx.send(listener.local_addr().expect("addr")).expect("send");
-                hyperllama_server::serve(listener, state, std::future::pending()).await.expect("serve");
-            });
+    SERVER.get_or_init(|| start(test_config()))
+}
+
+/// A new real server with `config`, on its own runtime thread, for the life of the process.
+pub fn start(config: RegistryConfig) -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let store = Store::open(dir.join("models")).expect("store");
+    store
+        .create(&ModelName::parse("smol").expect("name"), Source::File(model_path()), Overrides::default())
+        .expect("import the test model");
+    let registry =
+        Arc::new(Registry::new(Arc::new(hyperllama_engine_llamacpp::LlamaCppEngine::new()), store.clone(), config));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let state = AppState { registry: registry.clone() };
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            tx.send(listener.local_addr().expect("addr")).expect("send");
+            hyperllama_server::serve(listener, state, std::future::pending()).await.expect("serve");
         });
-        let addr = rx.recv().expect("server started");
-        TestServer { base: format!("http://{addr}"), store, registry }
-    })
+    });
+    let addr = rx.recv().expect("server started");
+    TestServer { base: format!("http://{addr}"), store, registry }
 }
 
 pub fn url(path: &str) -> String {

@@ -16,7 +16,8 @@ pub struct Ollama;
 
 impl super::Dialect for Ollama {
     fn error_response(err: &ApiError) -> Response {
-        (err.status(), axum::Json(serde_json::json!({ "error": err.message }))).into_response()
+        let response = (err.status(), axum::Json(serde_json::json!({ "error": err.message }))).into_response();
+        crate::error::with_retry_after(err, response)
     }
 }
 

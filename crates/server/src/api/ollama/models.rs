@@ -101,7 +101,7 @@ pub async fn show(State(state): State<AppState>, DialectJson(body, _): Json<Mode
         "messages": messages,
         "model_info": d.model_info,
         "capabilities": ["completion", "tools", "embedding"],
-        "memory_estimate": { "context_length": ctx, "parallel": 1, "weights": est.weights, "kv_cache": est.kv_cache,
+        "memory_estimate": { "context_length": ctx, "parallel": state.registry.parallel(), "weights": est.weights, "kv_cache": est.kv_cache,
                              "compute": est.compute, "total": est.total },
         "modified_at": m.modified_at,
     }))
@@ -122,6 +122,14 @@ pub async fn ps(State(state): State<AppState>) -> Result<Response, ApiError> {
                 "details": details_json(&state, &r.manifest),
                 "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
                 "size_vram": 0, "context_length": r.context_length,
+                // HyperLlama's addition (Ollama clients ignore it): the scheduler's state.
+                "scheduler": {
+                    "parallel": r.stats.parallel, "active": r.stats.active, "waiting": r.stats.waiting,
+                    "requests_finished": r.stats.requests_finished, "requests_cancelled": r.stats.requests_cancelled,
+                    "prompt_tokens": r.stats.prompt_tokens, "cached_prompt_tokens": r.stats.cached_prompt_tokens,
+                    "generated_tokens": r.stats.generated_tokens, "decode_steps": r.stats.decode_steps,
+                    "batched_tokens": r.stats.batched_tokens,
+                },
             })
         })
         .collect();

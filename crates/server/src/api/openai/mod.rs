@@ -4,6 +4,7 @@
 mod handlers;
 mod types;
 
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -18,13 +19,17 @@ impl super::Dialect for OpenAi {
             ErrorKind::BadRequest | ErrorKind::PayloadTooLarge => "invalid_request_error",
             ErrorKind::NotFound => "invalid_request_error",
             ErrorKind::Unavailable | ErrorKind::BadGateway => "service_unavailable",
+            ErrorKind::Overloaded => "rate_limit_error",
             ErrorKind::NotImplemented => "not_implemented",
             ErrorKind::Internal => "server_error",
         };
         let body = serde_json::json!({
             "error": { "message": err.message, "type": kind, "param": err.param, "code": err.code }
         });
-        (err.status(), axum::Json(body)).into_response()
+        // OpenAI's clients retry a 429 with back-off (honouring Retry-After); a 503 they do too,
+        // but 429 is what OpenAI itself sends for "too many requests right now".
+        let status = if err.kind == ErrorKind::Overloaded { StatusCode::TOO_MANY_REQUESTS } else { err.status() };
+        crate::error::with_retry_after(err, (status, axum::Json(body)).into_response())
     }
 }
 

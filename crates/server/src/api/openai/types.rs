@@ -11,12 +11,24 @@ pub struct SamplingFields {
     pub stop: Option<StopField>,
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
+    /// vLLM's and llama-server's extensions (`extra_body` in the openai client).
+    pub ignore_eos: Option<bool>,
+    pub cache_prompt: Option<bool>,
 }
 
 impl SamplingFields {
     /// As the internal options, with `num_predict` from the dialect's token limit.
     pub fn into_options(self, num_predict: Option<i64>) -> Options {
-        let SamplingFields { temperature, top_p, seed, stop, presence_penalty, frequency_penalty } = self;
+        let SamplingFields {
+            temperature,
+            top_p,
+            seed,
+            stop,
+            presence_penalty,
+            frequency_penalty,
+            ignore_eos,
+            cache_prompt,
+        } = self;
         Options {
             temperature,
             top_p,
@@ -25,6 +37,8 @@ impl SamplingFields {
             stop,
             presence_penalty,
             frequency_penalty,
+            ignore_eos,
+            cache_prompt,
             ..Options::default()
         }
     }
