@@ -7,8 +7,13 @@ use hyperllama_core::{GenerateRequest, Prompt, SamplingParams, TokenEvent};
 use hyperllama_engine::LoadedModel;
 use serde::Serialize;
 
+use std::path::PathBuf;
+
+use super::{bench_chart, bench_serve};
 use crate::args::ModelArgs;
 
+/// In-process by default (MODEL is a .gguf path); with `--url`, a serving benchmark of any
+/// OpenAI-compatible server (MODEL is the name that server knows the model by).
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[command(flatten)]
@@ -22,12 +27,44 @@ pub struct BenchArgs {
     /// Warm-up iterations, not measured.
     #[arg(long, default_value_t = 1)]
     warmup: u32,
-    /// Tokens to generate per iteration (end-of-generation is ignored, so this is exact).
-    #[arg(long, short = 'n', default_value_t = 128)]
+    /// Tokens to generate per request (end-of-generation is ignored, so this is exact).
+    #[arg(long, short = 'n', visible_alias = "output-len", default_value_t = 128)]
     max_tokens: u32,
-    /// Build a synthetic prompt of exactly this many tokens when no PROMPT is given.
-    #[arg(long, default_value_t = 128)]
+    /// Prompt length in tokens for synthetic prompts (about this many with --url).
+    #[arg(long, visible_alias = "input-len", default_value_t = 128)]
     prompt_tokens: u32,
+    /// Serving benchmark: the base URL of an OpenAI-compatible server (HyperLlama, llama-server,
+    /// vLLM, MAX serve, Ollama), e.g. http://127.0.0.1:11434.
+    #[arg(long)]
+    url: Option<String>,
+    /// With --url: concurrency levels to sweep, e.g. 1,2,4,8,16.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    concurrency: Vec<usize>,
+    /// With --url: requests per concurrency level (default: 4 x concurrency, at least 8).
+    #[arg(long)]
+    requests: Option<usize>,
+    /// With --url: requests per second, arriving as a Poisson process (default: all at once,
+    /// bounded by the concurrency).
+    #[arg(long)]
+    request_rate: Option<f64>,
+    /// With --url: prompts to cycle through, one per line or JSON lines with a "prompt" field.
+    #[arg(long)]
+    prompts_file: Option<PathBuf>,
+    /// With --url: the API key to send as a bearer token.
+    #[arg(long, env = "HYPERLLAMA_BENCH_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// With --url: a name for this server in tables and charts (default: the URL).
+    #[arg(long)]
+    label: Option<String>,
+    /// With --url: seed for the synthetic prompts (the same seed sends the same prompts).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// With --url: draw throughput and TTFT against concurrency into this PNG.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// With --url: earlier `--json` reports to compare with (ratios in the table, lines in the chart).
+    #[arg(long)]
+    compare: Vec<PathBuf>,
     /// Reuse the KV cache of a repeated prompt (off by default: every iteration is a cold prefill).
     #[arg(long)]
     cache_prompt: bool,
@@ -71,6 +108,9 @@ struct Report {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(url) = &args.url {
+        return serve_bench(url, &args).await;
+    }
     if args.iterations == 0 {
         anyhow::bail!("--iterations must be at least 1");
     }
@@ -133,6 +173,44 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ("latency (ms)", &report.latency_ms),
     ] {
         println!("{name:<16} {:>10.1} {:>10.1} {:>10.1} {:>10.1}", s.mean, s.p50, s.p90, s.max);
+    }
+    Ok(())
+}
+
+async fn serve_bench(url: &str, args: &BenchArgs) -> anyhow::Result<()> {
+    let baselines = args
+        .compare
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            serde_json::from_str::<bench_serve::Report>(&text)
+                .with_context(|| format!("{} is not a `hyperllama bench --url --json` report", p.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let bench = bench_serve::ServeBench {
+        url: url.to_string(),
+        model: args.model.model.to_string_lossy().into_owned(),
+        api_key: args.api_key.clone(),
+        concurrency: args.concurrency.clone(),
+        requests: args.requests,
+        input_len: args.prompt_tokens,
+        output_len: args.max_tokens,
+        prompts_file: args.prompts_file.clone(),
+        request_rate: args.request_rate,
+        warmup: args.warmup,
+        label: args.label.clone(),
+        seed: args.seed,
+    };
+    let report = bench_serve::run(&bench).await?;
+    if let Some(path) = &args.chart {
+        let all: Vec<&bench_serve::Report> = std::iter::once(&report).chain(baselines.iter()).collect();
+        bench_chart::draw(path, &all)?;
+        eprintln!("chart written to {}", path.display());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        bench_serve::print_table(&report, &baselines);
     }
     Ok(())
 }

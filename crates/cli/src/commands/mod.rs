@@ -1,4 +1,6 @@
 pub mod bench;
+mod bench_chart;
+mod bench_serve;
 pub mod generate;
 pub mod info;
 pub mod models;
