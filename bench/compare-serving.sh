@@ -68,7 +68,7 @@ kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 echo "hyperllama serve --parallel $PARALLEL" >&2
 home=$(mktemp -d)
 HYPERLLAMA_HOME="$home" "$HL" serve --host "127.0.0.1:$PORT_HL" --parallel "$PARALLEL" --ctx-size "$CTX" \
-  --threads "$THREADS" --keep-alive -1 >"$OUT/hyperllama.log" 2>&1 &
+  --threads "$THREADS" --keep-alive=-1 >"$OUT/hyperllama.log" 2>&1 &
 pids+=($!)
 wait_up "http://127.0.0.1:$PORT_HL/api/version"
 printf 'FROM %s\n' "$MODEL" >"$home/Modelfile"

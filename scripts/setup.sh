@@ -2,14 +2,5 @@
 # One-time machine set-up, safe to re-run: the system packages llama.cpp's build needs
 # (cmake, clang, libclang for bindgen) and the test model. Prints the model's path last.
 set -euo pipefail
-need=()
-command -v cmake >/dev/null || need+=(cmake)
-command -v clang >/dev/null || need+=(clang)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}" >&2
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake clang libclang-dev >&2
-fi
+"$(dirname "$0")/system-deps.sh"
 "$(dirname "$0")/fetch-model.sh"

@@ -8,5 +8,5 @@ HYPERLLAMA_TEST_MODEL=$(scripts/setup.sh)
 export HYPERLLAMA_TEST_MODEL
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 cargo test --release --locked --workspace "$@"
-cargo build --release --locked -p hyperllama
+scripts/build-release.sh >/dev/null
 python3 -m pytest -q tests/python

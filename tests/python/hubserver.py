@@ -8,7 +8,8 @@ import json
 import threading
 
 
-def start(gguf_path: str):
+def start(gguf_path: str, delay: float = 0.0):
+    """Serves the hub; with `delay`, file bodies trickle out (256 KiB, then `delay` seconds)."""
     data = open(gguf_path, "rb").read()
     sha = hashlib.sha256(data).hexdigest()
     files = ["SmolLM2-135M-Instruct.Q4_1.gguf"]
@@ -39,7 +40,16 @@ def start(gguf_path: str):
                 self.send_header("content-length", str(len(chunk)))
                 self.send_header("content-range", f"bytes {start}-{end - 1}/{len(data)}")
                 self.end_headers()
-                self.wfile.write(chunk)
+                if delay <= 0:
+                    self.wfile.write(chunk)
+                    return
+                import time
+                for i in range(0, len(chunk), 256 << 10):
+                    try:
+                        self.wfile.write(chunk[i:i + (256 << 10)])
+                    except (BrokenPipeError, ConnectionResetError):
+                        return
+                    time.sleep(delay)
                 return
             self.send_response(404)
             self.send_header("content-length", "0")

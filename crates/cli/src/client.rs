@@ -26,8 +26,18 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of the server at `host`; with `HYPERLLAMA_API_KEY` set, every request carries
+    /// it as a bearer token (servers started with API keys need it).
     pub fn new(host: Option<&str>) -> Self {
-        Self { base: base_url(host), http: reqwest::Client::new() }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(key) = std::env::var("HYPERLLAMA_API_KEY") {
+            if let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.trim())) {
+                v.set_sensitive(true);
+                headers.insert(reqwest::header::AUTHORIZATION, v);
+            }
+        }
+        let http = reqwest::Client::builder().default_headers(headers).build().unwrap_or_default();
+        Self { base: base_url(host), http }
     }
 
     pub fn base(&self) -> &str {

@@ -5,17 +5,27 @@
 mod args;
 mod client;
 mod commands;
+mod config;
 mod engines;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "hyperllama", version, about = "Serve open-weight language models on a laptop, a GPU box or a fleet.")]
 struct Cli {
+    /// Log lines as text or as JSON objects (one per line); RUST_LOG picks what is logged.
+    #[arg(long, global = true, env = "HYPERLLAMA_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -37,6 +47,8 @@ enum Command {
     List(commands::models::HostArg),
     /// List the loaded models.
     Ps(commands::models::HostArg),
+    /// Check that the server is up (exit status 0), e.g. as a container health check.
+    Health(commands::models::HostArg),
     /// Show a model's details, Modelfile, template or parameters.
     Show(commands::models::ShowArgs),
     /// Remove models.
@@ -45,27 +57,47 @@ enum Command {
     Cp(commands::models::CopyArgs),
     /// Unload models now.
     Stop(commands::models::NamesArgs),
-    /// Pull models (hub pulls arrive with the model store; a local model answers at once).
+    /// Pull models from the Hugging Face hub (owner/repo[:QUANT]); a local model answers at once.
     Pull(commands::models::NamesArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `hyperllama man > hyperllama.1`.
+    Man,
 }
 
 fn main() -> ExitCode {
-    init_logging();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Info(a) => commands::info::run(a),
         Command::Generate(a) => runtime().and_then(|rt| rt.block_on(commands::generate::run(a))),
         Command::Bench(a) => runtime().and_then(|rt| rt.block_on(commands::bench::run(a))),
-        Command::Serve(a) => runtime().and_then(|rt| rt.block_on(commands::serve::run(a))),
+        Command::Serve(a) => {
+            let sub = matches.subcommand_matches("serve").cloned().unwrap_or_default();
+            runtime().and_then(|rt| rt.block_on(commands::serve::run(a, &sub)))
+        }
         Command::Run(a) => runtime().and_then(|rt| rt.block_on(commands::run::run(a))),
         Command::Create(a) => runtime().and_then(|rt| rt.block_on(commands::models::create(a))),
         Command::List(a) => runtime().and_then(|rt| rt.block_on(commands::models::list(a))),
         Command::Ps(a) => runtime().and_then(|rt| rt.block_on(commands::models::ps(a))),
+        Command::Health(a) => runtime().and_then(|rt| rt.block_on(commands::models::health(a))),
         Command::Show(a) => runtime().and_then(|rt| rt.block_on(commands::models::show(a))),
         Command::Rm(a) => runtime().and_then(|rt| rt.block_on(commands::models::rm(a))),
         Command::Cp(a) => runtime().and_then(|rt| rt.block_on(commands::models::cp(a))),
         Command::Stop(a) => runtime().and_then(|rt| rt.block_on(commands::models::stop(a))),
         Command::Pull(a) => runtime().and_then(|rt| rt.block_on(commands::models::pull(a))),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "hyperllama", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,9 +118,13 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     // llama.cpp's own log is chatty; RUST_LOG=llama_cpp_2=info shows it.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,llama_cpp_2=error"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
 }

@@ -22,6 +22,8 @@ use hyperllama_engine::{Engine, EngineError, EngineInfo, Health, LoadOptions, Lo
 use llama_cpp_2::llama_backend::LlamaBackend;
 
 pub use model::LlamaCppModel;
+#[cfg(feature = "fault-injection")]
+pub use worker::FAULT_PANIC;
 
 /// llama.cpp's process-wide backend; it can be initialised only once per process.
 fn backend() -> Result<&'static LlamaBackend, EngineError> {

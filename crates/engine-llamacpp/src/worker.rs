@@ -43,6 +43,11 @@ pub(crate) type EventSender = tokio::sync::mpsc::UnboundedSender<Result<TokenEve
 /// The most tokens one embedding input may have (the whole input is one micro-batch).
 pub(crate) const EMBED_MAX_TOKENS: u32 = 2048;
 
+/// With the `fault-injection` feature (tests only), a request with this stop string makes the
+/// compute thread panic in the step after its first token.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_PANIC: &str = "\u{0}hyperllama-fault:panic";
+
 /// A shorter shared prefix than this is not worth copying from another slot.
 const MIN_PREFIX_COPY: usize = 16;
 
@@ -94,6 +99,8 @@ struct Active {
     queued_at: Instant,
     started: Instant,
     first_token_at: Option<Instant>,
+    #[cfg(feature = "fault-injection")]
+    panic_injected: bool,
 }
 
 struct Slot {
@@ -258,6 +265,7 @@ impl Worker<'_> {
         if let Ok(mut s) = self.stats.lock() {
             s.active = self.slots.iter().filter(|s| s.active.is_some()).count() as u32;
             s.waiting = self.waiting.len() as u32;
+            s.kv_tokens = self.slots.iter().map(|s| s.cached.len() as u64).sum();
         }
     }
 
@@ -399,6 +407,8 @@ impl Worker<'_> {
             queued_at,
             started: Instant::now(),
             first_token_at: None,
+            #[cfg(feature = "fault-injection")]
+            panic_injected: request.stop.stop.iter().any(|s| s == FAULT_PANIC),
         });
     }
 
@@ -477,6 +487,10 @@ impl Worker<'_> {
             }
         }
         let Some(logits) = a.logits else { return };
+        #[cfg(feature = "fault-injection")]
+        if a.panic_injected && a.generated > 0 {
+            panic!("injected fault");
+        }
         let token = a.sampler.sample(&self.ctx, logits);
         a.first_token_at.get_or_insert_with(Instant::now);
         let vocab = model.vocab();

@@ -131,3 +131,28 @@ async fn a_prefix_cached_in_a_busy_slot_is_shared_with_a_new_request() {
     assert_eq!(c.usage.cached_tokens, 0);
     assert_eq!(b.ids, c.ids, "{:?} vs {:?}", b.text, c.text);
 }
+
+#[tokio::test]
+async fn a_panic_in_a_step_fails_its_batch_and_the_model_serves_on() {
+    let model = load_with(options(2)).await;
+    let mut long = greedy(chat("Write a long essay about the history of the Roman Empire."), 300);
+    long.stop.ignore_eos = true;
+    let mut a = model.generate(long).await.expect("starts");
+    assert!(matches!(a.next().await, Some(Ok(TokenEvent::Token { .. }))));
+    let mut faulty = greedy(chat("Hi"), 20);
+    faulty.stop.stop.push(hyperllama_engine_llamacpp::FAULT_PANIC.to_string());
+    let b = futures::StreamExt::collect::<Vec<_>>(model.generate(faulty).await.expect("starts")).await;
+    match b.last() {
+        Some(Err(EngineError::Internal(msg))) => assert!(msg.contains("panicked"), "{msg}"),
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+    // The other sequence of the same batch ends with the error too, never hangs.
+    let rest = futures::StreamExt::collect::<Vec<_>>(a).await;
+    assert!(matches!(rest.last(), Some(Err(EngineError::Internal(_)))), "{:?}", rest.last());
+    // The thread lives on: the next requests are served, from a clean cache, with the same output.
+    assert!(model.is_healthy());
+    let x = run(model.as_ref(), greedy(chat("What is the capital of France? Answer in one sentence."), 12)).await;
+    let y = run(model.as_ref(), greedy(chat("What is the capital of France? Answer in one sentence."), 12)).await;
+    assert_eq!(x.ids, y.ids);
+    assert!(x.text.contains("Paris"), "{:?}", x.text);
+}

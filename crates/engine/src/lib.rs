@@ -126,6 +126,8 @@ pub struct ModelStats {
     pub active: u32,
     /// Requests waiting for a free sequence.
     pub waiting: u32,
+    /// Tokens whose KV the sequences hold (a prefix shared by several counts for each).
+    pub kv_tokens: u64,
     /// Batched decode steps run, and the tokens they held (their ratio is the mean batch size).
     pub decode_steps: u64,
     pub batched_tokens: u64,

@@ -9,6 +9,10 @@ pub enum ErrorKind {
     BadRequest,
     NotFound,
     PayloadTooLarge,
+    /// No or a wrong API key.
+    Unauthorized,
+    /// A key's rate limit: 429 in both dialects, with `Retry-After`.
+    RateLimited,
     /// Too many requests waiting: Ollama answers 503, OpenAI 429; both with `Retry-After`.
     Overloaded,
     Unavailable,
@@ -47,6 +51,8 @@ impl ApiError {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unavailable | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -58,11 +64,13 @@ impl ApiError {
 /// Seconds a refused client should wait before retrying (`Retry-After`).
 pub const RETRY_AFTER_SECS: u32 = 1;
 
-/// Adds `Retry-After` to an overload refusal.
-pub(crate) fn with_retry_after(err: &ApiError, mut response: axum::response::Response) -> axum::response::Response {
+/// What every dialect adds to its error body: `Retry-After` on an overload refusal, and the
+/// error code for the metrics.
+pub(crate) fn finish_error(err: &ApiError, mut response: axum::response::Response) -> axum::response::Response {
     if err.kind == ErrorKind::Overloaded {
         response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(RETRY_AFTER_SECS));
     }
+    response.extensions_mut().insert(crate::middleware::ErrorCode(err.code));
     response
 }
 

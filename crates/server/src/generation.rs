@@ -14,8 +14,12 @@ use hyperllama_core::{
 use hyperllama_engine::TokenStream;
 use serde::Deserialize;
 
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
+use crate::middleware::RequestContext;
 use crate::registry::{Acquired, LoadRequest};
-use crate::{ApiError, KeepAlive, Registry};
+use crate::{ApiError, AppState, KeepAlive};
 
 /// Ollama's `options` (and Modelfile parameters). Unknown keys are kept so they can be
 /// reported, then ignored, as Ollama does.
@@ -128,6 +132,10 @@ impl Options {
             None => None,
             Some(n) if n < 0 => None, // -1: until done; -2: until the context is full
             Some(0) => return Err(ApiError::bad_request("`num_predict` must not be 0").with_param("num_predict")),
+            Some(n) if n > i64::from(i32::MAX) => {
+                return Err(ApiError::bad_request(format!("`num_predict` must be at most {}, got {n}", i32::MAX))
+                    .with_param("num_predict"))
+            }
             Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
         };
         req.stop.stop = self.stop.map(StopField::into_vec).unwrap_or_default();
@@ -177,30 +185,83 @@ pub struct Generation {
     stream: TokenStream,
     started: Instant,
     buffer_for_tools: bool,
+    observer: Observer,
+}
+
+/// Where a generation's measurements go: the metrics, and the key's token budget.
+struct Observer {
+    metrics: Arc<Metrics>,
+    model: String,
+    key: Option<Arc<crate::auth::Key>>,
+    started: Instant,
+    last_token: Option<Instant>,
+    ended: bool,
+}
+
+impl Observer {
+    fn token(&mut self) {
+        let now = Instant::now();
+        match self.last_token {
+            None => self.metrics.observe_ttft(&self.model, now - self.started),
+            Some(last) => self.metrics.observe_itl(&self.model, now - last),
+        }
+        self.last_token = Some(now);
+    }
+
+    fn done(&mut self, reason: FinishReason, usage: &Usage, queue: Duration) {
+        self.ended = true;
+        let reason = match reason {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "abort",
+        };
+        self.metrics.observe_finished(&self.model, reason, self.started.elapsed(), queue, usage);
+        if let Some(key) = &self.key {
+            key.charge(u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens));
+        }
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        // The client went away (or an error ended it) before the end.
+        if !self.ended {
+            self.metrics.observe_aborted(&self.model);
+        }
+    }
 }
 
 impl Generation {
     /// Acquires the model and starts generating; every error here is returned before the
     /// response begins.
     pub async fn start(
-        registry: &Registry,
+        state: &AppState,
+        ctx: &RequestContext,
         model: &str,
         load: LoadRequest,
         request: GenerateRequest,
         started: Instant,
     ) -> Result<Generation, ApiError> {
         request.validate()?;
-        let acquired = registry.acquire(model, load).await?;
+        let acquired = state.registry.acquire(model, load).await?;
         let buffer_for_tools = !request.tools.is_empty();
         let stream = acquired.model.generate(request).await?;
-        Ok(Generation { acquired, stream, started, buffer_for_tools })
+        let observer = Observer {
+            metrics: state.metrics.clone(),
+            model: acquired.name.clone(),
+            key: ctx.key.clone(),
+            started,
+            last_token: None,
+            ended: false,
+        };
+        Ok(Generation { acquired, stream, started, buffer_for_tools, observer })
     }
 
     /// The output as text pieces, then one `Done`. When tools were offered, text is held to
     /// the end so that a tool call is never half-streamed as prose. Dropping the stream drops
     /// the engine's stream, which cancels the work.
     pub fn pieces(self) -> futures::stream::BoxStream<'static, Result<Piece, ApiError>> {
-        let Generation { acquired, stream, started, buffer_for_tools } = self;
+        let Generation { acquired, stream, started, buffer_for_tools, mut observer } = self;
         let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen_end = finished.clone();
         let mut held = String::new();
@@ -208,6 +269,9 @@ impl Generation {
             .map(move |event| -> Vec<Result<Piece, ApiError>> {
                 // `acquired` lives as long as the stream: the model stays loaded while it streams.
                 let load_duration = acquired.load_duration;
+                if let Ok(TokenEvent::Token { .. }) = &event {
+                    observer.token();
+                }
                 match event {
                     Ok(TokenEvent::Token { text, .. }) | Ok(TokenEvent::Text(text)) => {
                         if text.is_empty() {
@@ -221,6 +285,7 @@ impl Generation {
                     }
                     Ok(TokenEvent::Done { finish_reason, usage, timings }) => {
                         seen_end.store(true, std::sync::atomic::Ordering::Relaxed);
+                        observer.done(finish_reason, &usage, timings.queue);
                         let mut out = Vec::new();
                         let tool_calls = match hyperllama_engine::tools::parse_tool_calls(&held) {
                             Some(calls) if buffer_for_tools => calls,
@@ -275,6 +340,14 @@ impl Generation {
             }
         }
         Err(ApiError::new(crate::ErrorKind::Internal, "stream_ended", "generation ended without a result"))
+    }
+}
+
+/// Accounts for an embedding request: metrics and the key's token budget.
+pub fn account_embedding(state: &AppState, ctx: &RequestContext, model: &str, prompt_tokens: u32) {
+    state.metrics.observe_embedding(model, prompt_tokens);
+    if let Some(key) = &ctx.key {
+        key.charge(u64::from(prompt_tokens));
     }
 }
 

@@ -11,13 +11,17 @@
 //! as one more line in the dialect's stream format.
 
 pub mod api;
+pub mod auth;
 mod error;
 mod extract;
 pub mod generation;
 mod keep_alive;
+pub mod metrics;
+pub mod middleware;
 pub mod registry;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 
@@ -29,6 +33,69 @@ pub use registry::{Registry, RegistryConfig, DEFAULT_MAX_QUEUE, DEFAULT_PARALLEL
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub auth: Arc<auth::Auth>,
+    pub http: Arc<HttpOptions>,
+}
+
+impl AppState {
+    /// An open server (no keys) with default HTTP options.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry, metrics: Arc::default(), auth: Arc::default(), http: Arc::new(HttpOptions::default()) }
+    }
+
+    pub fn with_auth(mut self, auth: auth::Auth) -> Self {
+        self.auth = Arc::new(auth);
+        self
+    }
+
+    pub fn with_http(mut self, http: HttpOptions) -> Self {
+        self.http = Arc::new(http);
+        self
+    }
+}
+
+/// HTTP-level settings.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Browser origins allowed by CORS (`*` for any), like `OLLAMA_ORIGINS`.
+    pub origins: Vec<String>,
+    /// The longest a request may take until its response begins (streams, once started, run on).
+    pub request_timeout: Option<Duration>,
+    /// How long shutdown waits for in-flight responses.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self { origins: default_origins(), request_timeout: None, shutdown_grace: SHUTDOWN_GRACE }
+    }
+}
+
+/// Ollama's default: pages served from this machine, and desktop-app schemes.
+pub fn default_origins() -> Vec<String> {
+    ["http://localhost", "https://localhost", "http://127.0.0.1", "https://127.0.0.1", "app://", "file://", "tauri://"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    let base = CorsLayer::new().allow_methods(Any).allow_headers(Any);
+    if origins.iter().any(|o| o == "*") {
+        return base.allow_origin(Any);
+    }
+    let allowed = origins.to_vec();
+    base.allow_origin(AllowOrigin::predicate(move |origin, _| {
+        let Ok(origin) = origin.to_str() else { return false };
+        allowed.iter().any(|a| {
+            // An entry without a port allows every port of that host, as Ollama's defaults do.
+            origin == a
+                || origin.strip_prefix(a.as_str()).is_some_and(|rest| rest.starts_with(':'))
+                || (a.ends_with("://") && origin.starts_with(a.as_str()))
+        })
+    }))
 }
 
 /// Bodies larger than this are refused with 413 (blob uploads have their own limit).
@@ -36,11 +103,43 @@ pub const MAX_JSON_BODY: usize = 8 << 20;
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut app = Router::new()
         .merge(api::ollama::routes())
         .merge(api::openai::routes())
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .route("/health", axum::routing::get(health))
+        .route("/metrics", axum::routing::get(render_metrics));
+    if let Some(t) = state.http.request_timeout {
+        app =
+            app.layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, t));
+    }
+    app.layer(axum::middleware::from_fn_with_state(state.clone(), middleware::handle))
+        .layer(cors(&state.http.origins))
         .with_state(state)
+}
+
+/// Liveness, as vLLM's and llama-server's `/health`.
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn render_metrics(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let gauges: Vec<metrics::ModelGauges> = state
+        .registry
+        .running()
+        .await
+        .into_iter()
+        .map(|r| metrics::ModelGauges {
+            model: r.name,
+            running: r.stats.active,
+            waiting: r.stats.waiting,
+            slots: r.stats.parallel,
+            kv_tokens: r.stats.kv_tokens,
+            kv_capacity: u64::from(r.context_length) * u64::from(r.stats.parallel),
+        })
+        .collect();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&gauges))
+        .into_response()
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.
@@ -50,6 +149,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let registry = state.registry.clone();
+    let grace_period = state.http.shutdown_grace;
     let reaper = registry.clone().spawn_reaper();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
@@ -60,7 +160,7 @@ pub async fn serve(
     // In-flight streams get a grace period to finish; then they are cut.
     let grace = async move {
         if stopping_rx.await.is_ok() {
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tokio::time::sleep(grace_period).await;
         } else {
             std::future::pending::<()>().await;
         }
@@ -68,7 +168,7 @@ pub async fn serve(
     let result = tokio::select! {
         r = server => r,
         _ = grace => {
-            tracing::warn!(seconds = SHUTDOWN_GRACE.as_secs(), "streams still running after the grace period; closing them");
+            tracing::warn!(seconds = grace_period.as_secs(), "streams still running after the grace period; closing them");
             Ok(())
         }
     };

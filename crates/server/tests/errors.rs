@@ -92,6 +92,21 @@ async fn ollama_bad_requests() {
             "not found",
         ),
         ("/api/create", json!({ "model": "a b", "from": "smol" }), 400, "invalid model name"),
+        (
+            "/api/generate",
+            json!({ "model": "smol", "prompt": "hi", "options": { "num_predict": 1_000_000_000_000i64 } }),
+            400,
+            "num_predict",
+        ),
+        ("/api/generate", json!({ "model": "smol", "prompt": "hi", "options": { "top_k": -5 } }), 400, "top_k"),
+        (
+            "/api/generate",
+            json!({ "model": "smol", "prompt": "hi", "options": { "repeat_penalty": -1 } }),
+            400,
+            "penalty",
+        ),
+        ("/api/show", json!({ "model": "../../../etc/shadow" }), 400, "invalid model name"),
+        ("/api/pull", json!({ "model": "..%2f..%2fetc" }), 400, "invalid model name"),
     ];
     for (path, body, status, needle) in cases {
         let (s, v) = post(path, body.clone()).await;
@@ -115,6 +130,10 @@ async fn malformed_and_oversized_bodies() {
         ("/api/chat", "not json"),
         ("/api/generate", ""),
         ("/api/embed", "[1,2,3]"),
+        // JSON has no NaN or infinities; numbers beyond f64 are not numbers either.
+        ("/api/generate", "{\"model\": \"smol\", \"prompt\": \"hi\", \"options\": {\"temperature\": NaN}}"),
+        ("/api/generate", "{\"model\": \"smol\", \"prompt\": \"hi\", \"options\": {\"top_p\": 1e400}}"),
+        ("/api/chat", "{\"model\": \"smol\", \"messages\": [{\"role\": \"user\", \"content\": \"\\ud800\"}]"),
     ] {
         let (s, v) = post_raw(path, body).await;
         assert_eq!(s, 400, "{path} {body:?}: {v}");
@@ -133,6 +152,24 @@ async fn malformed_and_oversized_bodies() {
     let (s, v) = post("/v1/completions", json!({ "model": "smol", "prompt": "x".repeat(9 << 20) })).await;
     assert_eq!(s, 413);
     openai_error(&v);
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn corrupt_and_truncated_gguf_files_are_refused_at_create() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = dir.path().join("notes.gguf");
+    std::fs::write(&text, "this is not a model").expect("write");
+    let real = std::fs::read(util::model_path()).expect("model");
+    let truncated = dir.path().join("truncated.gguf");
+    std::fs::write(&truncated, &real[..real.len() / 2]).expect("write");
+    for (path, needle) in [(&text, "GGUF"), (&truncated, "truncated")] {
+        let (s, v) = post("/api/create", json!({ "model": "broken", "from": path.to_str().expect("utf-8") })).await;
+        assert_eq!(s, 400, "{}: {v}", path.display());
+        assert!(ollama_error(&v).contains(needle), "{}: {v} lacks {needle:?}", path.display());
+    }
+    let (s, _) = post("/api/show", json!({ "model": "broken" })).await;
+    assert_eq!(s, 404, "nothing half-created");
     still_serving().await;
 }
 

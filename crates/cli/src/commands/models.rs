@@ -93,6 +93,13 @@ pub async fn list(host: HostArg) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Exits 0 when the server answers `/health` (the Docker HEALTHCHECK; no key needed).
+pub async fn health(host: HostArg) -> anyhow::Result<()> {
+    let v = Client::new(host.host.as_deref()).get("/health").await?;
+    println!("{}", v["status"].as_str().unwrap_or("ok"));
+    Ok(())
+}
+
 pub async fn ps(host: HostArg) -> anyhow::Result<()> {
     let v = Client::new(host.host.as_deref()).get("/api/ps").await?;
     println!("{:<40} {:<14} {:<10} {:<8} UNTIL", "NAME", "ID", "SIZE", "CONTEXT");

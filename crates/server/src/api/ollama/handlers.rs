@@ -2,7 +2,7 @@ use std::convert::Infallible;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
@@ -13,6 +13,7 @@ use super::types::{ChatBody, EmbedBody, EmbedInput, GenerateBody, LegacyEmbeddin
 use super::{go_template, Json};
 use crate::extract::DialectJson;
 use crate::generation::{nanos, parse_format, tool_specs, Final, Generation, Options, Piece};
+use crate::middleware::RequestContext;
 use crate::registry::Acquired;
 use crate::{ApiError, AppState, KeepAlive};
 
@@ -119,6 +120,7 @@ async fn load_or_unload(
 
 pub async fn generate(
     State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
     DialectJson(body, _): Json<GenerateBody>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
@@ -155,7 +157,7 @@ pub async fn generate(
     let load = options.load_request(ka)?;
     let mut request = options.into_request(prompt)?;
     request.format = parse_format(body.format.as_ref())?;
-    let generation = Generation::start(&state.registry, &body.model, load, request, started).await?;
+    let generation = Generation::start(&state, &ctx, &body.model, load, request, started).await?;
     let model = body.model.clone();
     if body.stream == Some(false) {
         let (text, fin) = generation.collect().await?;
@@ -180,7 +182,11 @@ fn tool_calls_json(fin: &Final) -> Vec<Value> {
     fin.tool_calls.iter().map(|c| json!({ "function": { "name": c.name, "arguments": c.arguments } })).collect()
 }
 
-pub async fn chat(State(state): State<AppState>, DialectJson(body, _): Json<ChatBody>) -> Result<Response, ApiError> {
+pub async fn chat(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    DialectJson(body, _): Json<ChatBody>,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     require_model(&body.model)?;
     check_think(body.think.as_ref(), &body.model)?;
@@ -204,7 +210,7 @@ pub async fn chat(State(state): State<AppState>, DialectJson(body, _): Json<Chat
     let mut request = options.into_request(Prompt::Chat(messages))?;
     request.format = parse_format(body.format.as_ref())?;
     request.tools = tool_specs(&body.tools)?;
-    let generation = Generation::start(&state.registry, &body.model, load, request, started).await?;
+    let generation = Generation::start(&state, &ctx, &body.model, load, request, started).await?;
     let model = body.model.clone();
     if body.stream == Some(false) {
         let (text, fin) = generation.collect().await?;
@@ -236,6 +242,7 @@ pub async fn chat(State(state): State<AppState>, DialectJson(body, _): Json<Chat
 
 async fn embed_inputs(
     state: &AppState,
+    ctx: &RequestContext,
     model: &str,
     inputs: Vec<String>,
     truncate: bool,
@@ -246,10 +253,15 @@ async fn embed_inputs(
     let options = options_for(state, model, options)?;
     let acquired = state.registry.acquire(model, options.load_request(ka)?).await?;
     let e = acquired.model.embed(inputs, truncate).await?;
+    crate::generation::account_embedding(state, ctx, &acquired.name, e.prompt_tokens);
     Ok((acquired, e))
 }
 
-pub async fn embed(State(state): State<AppState>, DialectJson(body, _): Json<EmbedBody>) -> Result<Response, ApiError> {
+pub async fn embed(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    DialectJson(body, _): Json<EmbedBody>,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let inputs = match body.input {
         EmbedInput::One(s) => vec![s],
@@ -260,7 +272,7 @@ pub async fn embed(State(state): State<AppState>, DialectJson(body, _): Json<Emb
     }
     let ka = keep_alive(body.keep_alive.as_ref())?;
     let (acquired, mut e) =
-        embed_inputs(&state, &body.model, inputs, body.truncate.unwrap_or(true), body.options, ka).await?;
+        embed_inputs(&state, &ctx, &body.model, inputs, body.truncate.unwrap_or(true), body.options, ka).await?;
     if let Some(d) = body.dimensions {
         crate::generation::truncate_dimensions(&mut e.vectors, d, acquired.model.info().embedding_length)?;
     }
@@ -276,6 +288,7 @@ pub async fn embed(State(state): State<AppState>, DialectJson(body, _): Json<Emb
 
 pub async fn embeddings(
     State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
     DialectJson(body, _): Json<LegacyEmbeddingsBody>,
 ) -> Result<Response, ApiError> {
     if body.prompt.is_empty() {
@@ -285,6 +298,6 @@ pub async fn embeddings(
         return Ok(axum::Json(json!({ "embedding": [] })).into_response());
     }
     let ka = keep_alive(body.keep_alive.as_ref())?;
-    let (_, e) = embed_inputs(&state, &body.model, vec![body.prompt], true, body.options, ka).await?;
+    let (_, e) = embed_inputs(&state, &ctx, &body.model, vec![body.prompt], true, body.options, ka).await?;
     Ok(axum::Json(json!({ "embedding": e.vectors.into_iter().next().unwrap_or_default() })).into_response())
 }

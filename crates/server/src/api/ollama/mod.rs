@@ -4,7 +4,7 @@
 mod go_template;
 mod handlers;
 mod models;
-mod types;
+pub(crate) mod types;
 
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, head, post};
@@ -17,7 +17,7 @@ pub struct Ollama;
 impl super::Dialect for Ollama {
     fn error_response(err: &ApiError) -> Response {
         let response = (err.status(), axum::Json(serde_json::json!({ "error": err.message }))).into_response();
-        crate::error::with_retry_after(err, response)
+        crate::error::finish_error(err, response)
     }
 }
 

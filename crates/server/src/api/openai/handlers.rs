@@ -1,7 +1,7 @@
 use std::convert::Infallible;
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -15,6 +15,7 @@ use super::types::{
 use super::{Json, OpenAiError};
 use crate::extract::DialectJson;
 use crate::generation::{tool_specs, Final, Generation, Options, Piece};
+use crate::middleware::RequestContext;
 use crate::{ApiError, AppState};
 
 type Result<T> = std::result::Result<T, OpenAiError>;
@@ -107,7 +108,7 @@ fn content_text(c: Option<Content>) -> std::result::Result<String, ApiError> {
     }
 }
 
-fn convert_messages(messages: Vec<ChatMessage>) -> std::result::Result<Vec<Message>, ApiError> {
+pub(super) fn convert_messages(messages: Vec<ChatMessage>) -> std::result::Result<Vec<Message>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::bad_request("`messages` must not be empty").with_param("messages"));
     }
@@ -163,6 +164,7 @@ fn stream_error(e: &ApiError) -> Value {
 
 pub async fn chat_completions(
     State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
     DialectJson(body, _): Json<ChatCompletionBody>,
 ) -> Result<Response> {
     let started = Instant::now();
@@ -202,7 +204,7 @@ pub async fn chat_completions(
             None => Some(OutputFormat::Json),
         },
     };
-    let generation = Generation::start(&state.registry, &body.model, load, request, started).await?;
+    let generation = Generation::start(&state, &ctx, &body.model, load, request, started).await?;
     let (id, model, created) = (new_id("chatcmpl"), body.model.clone(), created());
 
     if !body.stream {
@@ -261,6 +263,7 @@ pub async fn chat_completions(
 
 pub async fn completions(
     State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
     DialectJson(body, _): Json<CompletionBody>,
 ) -> Result<Response> {
     let started = Instant::now();
@@ -294,7 +297,7 @@ pub async fn completions(
     let options = options_for(&state, &body.model, body.sampling.into_options(limit))?;
     let load = options.load_request(None)?;
     let request = options.into_request(Prompt::Raw(prompt))?;
-    let generation = Generation::start(&state.registry, &body.model, load, request, started).await?;
+    let generation = Generation::start(&state, &ctx, &body.model, load, request, started).await?;
     let (id, model, created) = (new_id("cmpl"), body.model.clone(), created());
     if !body.stream {
         let (text, fin) = generation.collect().await?;
@@ -356,7 +359,11 @@ fn base64_f32(v: &[f32]) -> String {
     out
 }
 
-pub async fn embeddings(State(state): State<AppState>, DialectJson(body, _): Json<EmbeddingsBody>) -> Result<Response> {
+pub async fn embeddings(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    DialectJson(body, _): Json<EmbeddingsBody>,
+) -> Result<Response> {
     let inputs = match body.input {
         EmbeddingInput::One(s) => vec![s],
         EmbeddingInput::Many(v) => v,
@@ -379,6 +386,7 @@ pub async fn embeddings(State(state): State<AppState>, DialectJson(body, _): Jso
     let options = options_for(&state, &body.model, Options::default())?;
     let acquired = state.registry.acquire(&body.model, options.load_request(None)?).await?;
     let mut e = acquired.model.embed(inputs, true).await?;
+    crate::generation::account_embedding(&state, &ctx, &acquired.name, e.prompt_tokens);
     if let Some(d) = body.dimensions {
         crate::generation::truncate_dimensions(&mut e.vectors, d, acquired.model.info().embedding_length)?;
     }

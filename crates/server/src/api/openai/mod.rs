@@ -2,7 +2,7 @@
 //! them work against HyperLlama. Streams are server-sent events ending in `data: [DONE]`.
 
 mod handlers;
-mod types;
+pub(crate) mod types;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -19,7 +19,8 @@ impl super::Dialect for OpenAi {
             ErrorKind::BadRequest | ErrorKind::PayloadTooLarge => "invalid_request_error",
             ErrorKind::NotFound => "invalid_request_error",
             ErrorKind::Unavailable | ErrorKind::BadGateway => "service_unavailable",
-            ErrorKind::Overloaded => "rate_limit_error",
+            ErrorKind::Overloaded | ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::Unauthorized => "authentication_error",
             ErrorKind::NotImplemented => "not_implemented",
             ErrorKind::Internal => "server_error",
         };
@@ -29,7 +30,7 @@ impl super::Dialect for OpenAi {
         // OpenAI's clients retry a 429 with back-off (honouring Retry-After); a 503 they do too,
         // but 429 is what OpenAI itself sends for "too many requests right now".
         let status = if err.kind == ErrorKind::Overloaded { StatusCode::TOO_MANY_REQUESTS } else { err.status() };
-        crate::error::with_retry_after(err, (status, axum::Json(body)).into_response())
+        crate::error::finish_error(err, (status, axum::Json(body)).into_response())
     }
 }
 
@@ -58,4 +59,11 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/models", get(handlers::list_models))
         .route("/v1/models/{*id}", get(handlers::get_model))
         .layer(axum::extract::DefaultBodyLimit::max(crate::MAX_JSON_BODY))
+}
+
+#[doc(hidden)]
+pub(crate) fn convert_messages_for_fuzzing(
+    messages: Vec<types::ChatMessage>,
+) -> Result<Vec<hyperllama_core::Message>, ApiError> {
+    handlers::convert_messages(messages)
 }
