@@ -68,25 +68,30 @@ impl LlamaCppModel {
         let threads = options.threads.map(|t| t as usize).unwrap_or_else(hyperllama_hw::physical_cores).max(1);
         let threads = i32::try_from(threads).unwrap_or(1);
         // Every sequence may use the whole `ctx_size` (as in Ollama, unlike llama-server's
-        // `-c` divided by `-np`): the unified KV pool holds ctx_size x parallel cells, shared,
-        // so a prefix common to several sequences is stored once.
+        // `-c` divided by `-np`): the KV cache holds ctx_size x parallel cells.
         let parallel = options.parallel.unwrap_or(1).clamp(1, 256);
         let step_tokens = options.step_tokens.unwrap_or(DEFAULT_STEP_TOKENS).max(parallel + 16);
         let pool = ctx_size.checked_mul(parallel).ok_or_else(|| {
             EngineError::Load(format!("a context of {ctx_size} tokens x {parallel} sequences is too large"))
         })?;
+        // One KV stream per sequence (not one unified pool): attention and the KQ mask then
+        // cover only a sequence's own cells. Measured here with 8 sequences, a unified pool
+        // made single-stream decode ~12% and 8-stream decode ~15% slower, since every idle
+        // slot's cached prefix widens the cells each token attends over (docs/PERFORMANCE.md).
+        let unified = false;
         let ctx_params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(pool))
             .with_n_batch(step_tokens)
             .with_n_ubatch(512.min(step_tokens))
             .with_n_seq_max(parallel)
-            .with_kv_unified(true)
+            .with_kv_unified(unified)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let config = SchedulerConfig {
             parallel: parallel as usize,
             ctx_per_seq: ctx_size as usize,
             step_tokens: step_tokens as usize,
+            unified,
         };
 
         let template = match gguf.chat_template() {

@@ -14,11 +14,11 @@
 //! drops its stream is noticed at the next step (`is_closed`), so its slot is freed within
 //! one token.
 //!
-//! The KV cache is unified: sequences share one pool of cells, so a prefix two slots share is
-//! stored once. A slot keeps the tokens of its last request after it finishes; a new request
-//! takes the idle slot whose cached tokens share the longest prefix with its prompt, or copies
-//! the prefix from another slot (metadata only: no recompute, no memory), and evaluates only
-//! the rest.
+//! Each sequence has its own KV stream of `ctx_per_seq` cells. A slot keeps the tokens of its
+//! last request after it finishes; a new request takes the free slot whose cached tokens share
+//! the longest prefix with its prompt (ties: the lowest id, since llama.cpp batches runs of
+//! consecutive sequence ids in one graph), or copies the prefix from another slot (a stream
+//! copy at the next decode: a memcpy, no recompute), and evaluates only the rest.
 //!
 //! Events go out on unbounded channels: a slow reader must not stall the other sequences of
 //! the batch (at most `max_tokens` small events pile up for it).
@@ -75,6 +75,8 @@ pub(crate) struct SchedulerConfig {
     pub ctx_per_seq: usize,
     /// The most tokens one step may hold.
     pub step_tokens: usize,
+    /// One KV pool for all sequences (else one stream of `ctx_per_seq` cells per sequence).
+    pub unified: bool,
 }
 
 /// A request that holds a slot.
@@ -343,7 +345,14 @@ impl Worker<'_> {
                     let common = if job.request.cache_prompt { common_prefix(&s.cached, &job.tokens) } else { 0 };
                     (i, common, s.last_used)
                 })
-                .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)));
+                .max_by(|a, b| {
+                    let tie = if self.config.unified {
+                        b.2.cmp(&a.2) // the least recently used
+                    } else {
+                        b.0.cmp(&a.0) // the lowest id: llama.cpp batches consecutive sequence ids together
+                    };
+                    a.1.cmp(&b.1).then(tie)
+                });
             let Some((slot_idx, common, _)) = best else {
                 self.waiting.push_front(job);
                 break;
@@ -418,8 +427,20 @@ impl Worker<'_> {
         if self.ctx.kv_cache_seq_rm(dst, None, None).is_err() {
             return false;
         }
-        if self.ctx.kv_cache_seq_cp(src, dst, Some(0), Some(n32)).is_err() {
-            return false;
+        if self.config.unified {
+            // Same pool: the cells become shared, nothing is copied.
+            if self.ctx.kv_cache_seq_cp(src, dst, Some(0), Some(n32)).is_err() {
+                return false;
+            }
+        } else {
+            // Separate streams: llama.cpp copies a whole stream (at the next decode), then the
+            // tail past the prefix goes.
+            if self.ctx.kv_cache_seq_cp(src, dst, None, None).is_err()
+                || self.ctx.kv_cache_seq_rm(dst, Some(n32), None).is_err()
+            {
+                let _ = self.ctx.kv_cache_seq_rm(dst, None, None);
+                return false;
+            }
         }
         let prefix = self.slots.iter().find(|s| s.id == src).map(|s| s.cached[..n].to_vec()).unwrap_or_default();
         if let Some(d) = self.slots.iter_mut().find(|s| s.id == dst) {
