@@ -24,6 +24,35 @@ def model_path() -> pathlib.Path:
     return p
 
 
+def start_server(home, *args, env_extra=None):
+    """Starts `hyperllama serve` on an ephemeral loopback port with its store under `home`
+    (its log in `home/server.log`); returns the process and its base URL."""
+    env = dict(os.environ, HYPERLLAMA_MODELS=os.path.join(home, "models"), RUST_LOG="warn")
+    env.pop("HYPERLLAMA_HOST", None)
+    env.pop("HF_HUB_OFFLINE", None)
+    env.update(env_extra or {})
+    proc = subprocess.Popen(
+        [str(BINARY), "serve", "--host", "127.0.0.1:0", *args],
+        # stderr to a file: a pipe nobody reads would block the server once full.
+        stdout=subprocess.PIPE, stderr=open(os.path.join(home, "server.log"), "w"), text=True, env=env,
+    )
+    line = proc.stdout.readline()
+    m = re.search(r"listening on (https?://127\.0\.0\.1:\d+)", line)
+    assert m, f"server did not start: {line!r}"
+    return proc, m.group(1)
+
+
+def stop(proc):
+    """SIGTERM, which must stop the server within 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("the server did not shut down within 20 s of SIGTERM")
+
+
 @pytest.fixture(scope="session")
 def server():
     assert BINARY.exists(), f"{BINARY} missing: build with cargo build --release -p hyperllama"
@@ -31,20 +60,7 @@ def server():
 
     hub_url, hub = hubserver.start(str(model_path()))
     home = tempfile.mkdtemp(prefix="hyperllama-pytest-")
-    env = dict(os.environ, HYPERLLAMA_MODELS=os.path.join(home, "models"), RUST_LOG="warn", HF_ENDPOINT=hub_url)
-    env.pop("HF_HUB_OFFLINE", None)
-    env.pop("HYPERLLAMA_HOST", None)
-    proc = subprocess.Popen(
-        [str(BINARY), "serve", "--host", "127.0.0.1:0", "--ctx-size", "2048"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    line = proc.stdout.readline()
-    m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-    assert m, f"server did not start: {line!r}"
-    base = m.group(1)
+    proc, base = start_server(home, "--ctx-size", "2048", env_extra={"HF_ENDPOINT": hub_url})
     try:
         client = ollama.Client(host=base)
         digest = client.create_blob(str(model_path()))
@@ -52,13 +68,7 @@ def server():
         yield base
     finally:
         hub.shutdown()
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise AssertionError("the server did not shut down within 20 s of SIGTERM")
+        stop(proc)
 
 
 @pytest.fixture()

@@ -7,7 +7,6 @@ import hashlib
 import os
 import pathlib
 import random
-import re
 import signal
 import subprocess
 import tempfile
@@ -17,32 +16,9 @@ import httpx
 import ollama
 import pytest
 
-from conftest import BINARY, model_path
+from conftest import BINARY, model_path, start_server, stop
 
 import hubserver
-
-
-def start_server(home, *args, env_extra=None):
-    env = dict(os.environ, HYPERLLAMA_MODELS=os.path.join(home, "models"), RUST_LOG="warn")
-    env.pop("HYPERLLAMA_HOST", None)
-    env.update(env_extra or {})
-    proc = subprocess.Popen(
-        [str(BINARY), "serve", "--host", "127.0.0.1:0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-    )
-    line = proc.stdout.readline()
-    m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-    assert m, f"server did not start: {line!r}"
-    return proc, m.group(1)
-
-
-def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def rss_kib(pid):

@@ -9,8 +9,7 @@ import ollama
 import openai
 import pytest
 
-from conftest import BINARY, model_path
-from test_faults_and_load import start_server, stop
+from conftest import BINARY, model_path, start_server, stop
 
 KEY = "sk-pytest-0123456789abcdef"
 
@@ -86,3 +85,38 @@ def test_completions_and_man_page():
     r = subprocess.run([str(BINARY), "man"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and ".TH" in r.stdout, r.stderr
     assert "hyperllama" in r.stdout
+
+
+def test_https_with_a_certificate(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    home = tempfile.mkdtemp(prefix="hyperllama-tls-")
+    proc, base = start_server(home, "--ctx-size", "512", "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        assert base.startswith("https://")
+        import ssl
+
+        import httpx
+        trust = ssl.create_default_context(cafile=str(cert))
+        r = httpx.get(f"{base}/health", verify=trust, timeout=30)
+        assert r.status_code == 200 and r.json()["status"] == "ok"
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(base.replace("https://", "http://") + "/health", timeout=10)
+        c = ollama.Client(host=base, verify=trust)
+        c.create(model="smol", files={"m.gguf": c.create_blob(str(model_path()))})
+        ai = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0,
+                           http_client=httpx.Client(verify=trust))
+        r = ai.chat.completions.create(model="smol", messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+        assert r.usage.completion_tokens >= 1
+    finally:
+        stop(proc)
+    # A missing key, or one that does not belong to the certificate, is refused at start.
+    other = tmp_path / "other.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-out", str(other)], check=True, capture_output=True)
+    for bad_key in [tmp_path / "missing.pem", other]:
+        r = subprocess.run([str(BINARY), "serve", "--host", "127.0.0.1:0", "--tls-cert", str(cert), "--tls-key",
+                            str(bad_key)], capture_output=True, text=True, timeout=30,
+                           env=dict(os.environ, HYPERLLAMA_MODELS=str(tmp_path / "m")))
+        assert r.returncode != 0 and "TLS" in r.stderr, (bad_key, r.stderr)

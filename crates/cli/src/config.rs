@@ -81,6 +81,12 @@ pub struct ServeArgs {
     /// Default: no limit.
     #[arg(long, env = "HYPERLLAMA_REQUEST_TIMEOUT")]
     pub request_timeout: Option<String>,
+    /// Serve HTTPS: a PEM certificate chain (with --tls-key). Default: plain HTTP.
+    #[arg(long, env = "HYPERLLAMA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "HYPERLLAMA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// On SIGINT/SIGTERM, how long in-flight responses may run on before they are cut. Default 10s.
     #[arg(long, env = "HYPERLLAMA_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<String>,
@@ -108,6 +114,8 @@ struct FileConfig {
     origins: Option<Vec<String>>,
     request_timeout: Option<String>,
     shutdown_timeout: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     log_format: Option<String>,
 }
 
@@ -152,6 +160,8 @@ pub struct Settings {
     pub origins: Vec<String>,
     pub request_timeout: Option<Duration>,
     pub shutdown_timeout: Duration,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// (setting, shown value, source), in order, for `--print-config`.
     pub report: Vec<(&'static str, String, Source)>,
 }
@@ -388,6 +398,12 @@ impl ServeArgs {
             .transpose()
             .context("invalid shutdown_timeout")?
             .unwrap_or(hyperllama_server::SHUTDOWN_GRACE);
+        let show_path = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into());
+        let tls_cert = r.pick("tls_cert", Some("HYPERLLAMA_TLS_CERT"), self.tls_cert.clone(), file.tls_cert, show_path);
+        let tls_key = r.pick("tls_key", Some("HYPERLLAMA_TLS_KEY"), self.tls_key.clone(), file.tls_key, show_path);
+        if tls_cert.is_some() != tls_key.is_some() {
+            bail!("tls_cert and tls_key go together: set both or neither");
+        }
         if parallel == 0 {
             bail!("parallel must be at least 1");
         }
@@ -410,6 +426,8 @@ impl ServeArgs {
             origins,
             request_timeout,
             shutdown_timeout,
+            tls_cert,
+            tls_key,
             report: r.report,
         })
     }

@@ -56,7 +56,7 @@ impl AppState {
 }
 
 /// HTTP-level settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpOptions {
     /// Browser origins allowed by CORS (`*` for any), like `OLLAMA_ORIGINS`.
     pub origins: Vec<String>,
@@ -64,12 +64,24 @@ pub struct HttpOptions {
     pub request_timeout: Option<Duration>,
     /// How long shutdown waits for in-flight responses.
     pub shutdown_grace: Duration,
+    /// Serve HTTPS with this certificate and key (see [`tls_config`]); plain HTTP when `None`.
+    pub tls: Option<axum_server::tls_rustls::RustlsConfig>,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        Self { origins: default_origins(), request_timeout: None, shutdown_grace: SHUTDOWN_GRACE }
+        Self { origins: default_origins(), request_timeout: None, shutdown_grace: SHUTDOWN_GRACE, tls: None }
     }
+}
+
+/// Reads a PEM certificate chain and private key for HTTPS (rustls, with ring's primitives).
+pub async fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::io::Result<axum_server::tls_rustls::RustlsConfig> {
+    // The process-wide provider; a second call finds it installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await
 }
 
 /// Ollama's default: pages served from this machine, and desktop-app schemes.
@@ -156,20 +168,40 @@ pub async fn serve(
         shutdown.await;
         let _ = stopping_tx.send(());
     };
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown);
-    // In-flight streams get a grace period to finish; then they are cut.
-    let grace = async move {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(grace_period).await;
-        } else {
-            std::future::pending::<()>().await;
+    let tls = state.http.tls.clone();
+    let app = router(state);
+    let result = match tls {
+        None => {
+            let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+            // In-flight streams get a grace period to finish; then they are cut.
+            let grace = async move {
+                if stopping_rx.await.is_ok() {
+                    tokio::time::sleep(grace_period).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                r = server => r,
+                _ = grace => {
+                    tracing::warn!(seconds = grace_period.as_secs(), "streams still running after the grace period; closing them");
+                    Ok(())
+                }
+            }
         }
-    };
-    let result = tokio::select! {
-        r = server => r,
-        _ = grace => {
-            tracing::warn!(seconds = grace_period.as_secs(), "streams still running after the grace period; closing them");
-            Ok(())
+        Some(config) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                // Stop accepting; in-flight responses get the grace period, then are cut.
+                stopper.graceful_shutdown(Some(grace_period));
+            });
+            drop(stopping_rx);
+            axum_server::from_tcp_rustls(listener.into_std()?, config)
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
         }
     };
     reaper.abort();

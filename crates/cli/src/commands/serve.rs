@@ -73,13 +73,21 @@ pub async fn run(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<
     if auth.enabled() {
         tracing::info!(keys = auth.len(), "API keys required");
     }
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => Some(hyperllama_server::tls_config(cert, key).await.with_context(|| {
+            format!("cannot use the TLS certificate {} and key {}", cert.display(), key.display())
+        })?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let state = AppState::new(registry).with_auth(auth).with_http(HttpOptions {
         origins: settings.origins.clone(),
         request_timeout: settings.request_timeout,
         shutdown_grace: settings.shutdown_timeout,
+        tls,
     });
     // One line on stdout, so scripts can wait for it and learn the port (with --port 0).
-    println!("HyperLlama {} listening on http://{local} (models in {})", env!("CARGO_PKG_VERSION"), dir.display());
+    println!("HyperLlama {} listening on {scheme}://{local} (models in {})", env!("CARGO_PKG_VERSION"), dir.display());
     use std::io::Write;
     std::io::stdout().flush()?;
     hyperllama_server::serve(listener, state, shutdown_signal()).await?;
