@@ -78,20 +78,18 @@ impl LlamaCppModel {
         // cover only a sequence's own cells. Measured here with 8 sequences, a unified pool
         // made single-stream decode ~12% and 8-stream decode ~15% slower, since every idle
         // slot's cached prefix widens the cells each token attends over (docs/PERFORMANCE.md).
-        let unified = false;
         let ctx_params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(pool))
             .with_n_batch(step_tokens)
             .with_n_ubatch(512.min(step_tokens))
             .with_n_seq_max(parallel)
-            .with_kv_unified(unified)
+            .with_kv_unified(false)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let config = SchedulerConfig {
             parallel: parallel as usize,
             ctx_per_seq: ctx_size as usize,
             step_tokens: step_tokens as usize,
-            unified,
         };
 
         let template = match gguf.chat_template() {

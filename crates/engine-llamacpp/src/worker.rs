@@ -75,8 +75,6 @@ pub(crate) struct SchedulerConfig {
     pub ctx_per_seq: usize,
     /// The most tokens one step may hold.
     pub step_tokens: usize,
-    /// One KV pool for all sequences (else one stream of `ctx_per_seq` cells per sequence).
-    pub unified: bool,
 }
 
 /// A request that holds a slot.
@@ -110,8 +108,6 @@ struct Slot {
     /// Tokens whose KV is in the cache for this sequence, in position order.
     cached: Vec<LlamaToken>,
     active: Option<Active>,
-    /// When this slot was last used (a step counter), to pick the least recently used one.
-    last_used: u64,
 }
 
 struct Worker<'m> {
@@ -125,7 +121,6 @@ struct Worker<'m> {
     config: SchedulerConfig,
     slots: Vec<Slot>,
     waiting: VecDeque<Box<Job>>,
-    steps: u64,
     stats: Arc<Mutex<ModelStats>>,
 }
 
@@ -146,8 +141,7 @@ pub(crate) fn run(
             return;
         }
     };
-    let slots =
-        (0..config.parallel).map(|i| Slot { id: i as i32, cached: Vec::new(), active: None, last_used: 0 }).collect();
+    let slots = (0..config.parallel).map(|i| Slot { id: i as i32, cached: Vec::new(), active: None }).collect();
     let mut w = Worker {
         backend,
         model,
@@ -158,7 +152,6 @@ pub(crate) fn run(
         config,
         slots,
         waiting: VecDeque::new(),
-        steps: 0,
         stats,
     };
     if let Ok(mut s) = w.stats.lock() {
@@ -282,7 +275,6 @@ impl Worker<'_> {
         if n_tokens == 0 {
             return;
         }
-        self.steps += 1;
         if let Err(e) = self.ctx.decode(&mut self.batch) {
             // Which sequence caused it is unknown: fail the ones in this batch, drop their KV.
             let msg = e.to_string();
@@ -314,7 +306,6 @@ impl Worker<'_> {
                 if let Some(a) = slot.active.take() {
                     cancelled.push(a.generated);
                 }
-                slot.last_used = self.steps;
             }
         }
         let before = self.waiting.len();
@@ -335,7 +326,8 @@ impl Worker<'_> {
     fn admit(&mut self) {
         while !self.waiting.is_empty() {
             let Some(job) = self.waiting.pop_front() else { break };
-            // The free slot whose cache shares the longest prefix; ties go to the least recently used.
+            // The free slot whose cache shares the longest prefix; ties go to the lowest id, since
+            // llama.cpp batches runs of consecutive sequence ids together.
             let best = self
                 .slots
                 .iter()
@@ -343,17 +335,10 @@ impl Worker<'_> {
                 .filter(|(_, s)| s.active.is_none())
                 .map(|(i, s)| {
                     let common = if job.request.cache_prompt { common_prefix(&s.cached, &job.tokens) } else { 0 };
-                    (i, common, s.last_used)
+                    (i, common)
                 })
-                .max_by(|a, b| {
-                    let tie = if self.config.unified {
-                        b.2.cmp(&a.2) // the least recently used
-                    } else {
-                        b.0.cmp(&a.0) // the lowest id: llama.cpp batches consecutive sequence ids together
-                    };
-                    a.1.cmp(&b.1).then(tie)
-                });
-            let Some((slot_idx, common, _)) = best else {
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
+            let Some((slot_idx, common)) = best else {
                 self.waiting.push_front(job);
                 break;
             };
@@ -427,20 +412,13 @@ impl Worker<'_> {
         if self.ctx.kv_cache_seq_rm(dst, None, None).is_err() {
             return false;
         }
-        if self.config.unified {
-            // Same pool: the cells become shared, nothing is copied.
-            if self.ctx.kv_cache_seq_cp(src, dst, Some(0), Some(n32)).is_err() {
-                return false;
-            }
-        } else {
-            // Separate streams: llama.cpp copies a whole stream (at the next decode), then the
-            // tail past the prefix goes.
-            if self.ctx.kv_cache_seq_cp(src, dst, None, None).is_err()
-                || self.ctx.kv_cache_seq_rm(dst, Some(n32), None).is_err()
-            {
-                let _ = self.ctx.kv_cache_seq_rm(dst, None, None);
-                return false;
-            }
+        // Separate streams: llama.cpp copies the whole stream (at the next decode), then the
+        // tail past the prefix goes.
+        if self.ctx.kv_cache_seq_cp(src, dst, None, None).is_err()
+            || self.ctx.kv_cache_seq_rm(dst, Some(n32), None).is_err()
+        {
+            let _ = self.ctx.kv_cache_seq_rm(dst, None, None);
+            return false;
         }
         let prefix = self.slots.iter().find(|s| s.id == src).map(|s| s.cached[..n].to_vec()).unwrap_or_default();
         if let Some(d) = self.slots.iter_mut().find(|s| s.id == dst) {
@@ -525,7 +503,6 @@ impl Worker<'_> {
         if a.tx.send(Ok(TokenEvent::Token { id: token.0 as u32, text: step.emit })).is_err() {
             let generated = a.generated;
             slot.active = None;
-            slot.last_used = self.steps;
             if let Ok(mut s) = self.stats.lock() {
                 s.requests_cancelled += 1;
                 s.last_cancelled_tokens = u64::from(generated);
@@ -543,7 +520,6 @@ impl Worker<'_> {
 
     fn finish(&mut self, idx: usize, finish_reason: FinishReason, stopped_by_string: bool) {
         let slot = &mut self.slots[idx];
-        slot.last_used = self.steps;
         let Some(mut a) = slot.active.take() else { return };
         // Release what was held back, unless a stop string ended the text.
         if !stopped_by_string {
