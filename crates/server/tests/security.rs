@@ -201,6 +201,8 @@ async fn metrics_report_latencies_tokens_and_refusals() {
     assert_eq!(value("hyperllama_slots_total{model=\"smol:latest\"}"), 1.0);
     assert_eq!(value("hyperllama_models_loaded"), 1.0);
     assert!(text.contains("# TYPE hyperllama_num_requests_running gauge"));
-    assert!(text.contains("hyperllama_num_requests_waiting{model=\"smol:latest\"} 0"));
+    // Other tests share this server (one slot), so a request of theirs may be waiting right now.
+    let waiting = value("hyperllama_num_requests_waiting{model=\"smol:latest\"}");
+    assert!(waiting >= 0.0 && waiting.fract() == 0.0 && waiting <= 8.0, "waiting gauge {waiting}");
     assert!(!text.contains(OPEN_KEY), "keys never appear in metrics");
 }
