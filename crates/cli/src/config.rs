@@ -398,7 +398,8 @@ impl ServeArgs {
             .transpose()
             .context("invalid shutdown_timeout")?
             .unwrap_or(hyperllama_server::SHUTDOWN_GRACE);
-        let show_path = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into());
+        let show_path =
+            |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into());
         let tls_cert = r.pick("tls_cert", Some("HYPERLLAMA_TLS_CERT"), self.tls_cert.clone(), file.tls_cert, show_path);
         let tls_key = r.pick("tls_key", Some("HYPERLLAMA_TLS_KEY"), self.tls_key.clone(), file.tls_key, show_path);
         if tls_cert.is_some() != tls_key.is_some() {

@@ -73,12 +73,13 @@ pub async fn run(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<
     if auth.enabled() {
         tracing::info!(keys = auth.len(), "API keys required");
     }
-    let tls = match (&settings.tls_cert, &settings.tls_key) {
-        (Some(cert), Some(key)) => Some(hyperllama_server::tls_config(cert, key).await.with_context(|| {
-            format!("cannot use the TLS certificate {} and key {}", cert.display(), key.display())
-        })?),
-        _ => None,
-    };
+    let tls =
+        match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => Some(hyperllama_server::tls_config(cert, key).await.with_context(|| {
+                format!("cannot use the TLS certificate {} and key {}", cert.display(), key.display())
+            })?),
+            _ => None,
+        };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let state = AppState::new(registry).with_auth(auth).with_http(HttpOptions {
         origins: settings.origins.clone(),
