@@ -16,4 +16,4 @@ pub use error::ValidationError;
 pub use message::{Message, Role, ToolCall, ToolSpec};
 pub use request::{GenerateRequest, OutputFormat, Prompt, StopConditions};
 pub use sampling::{Penalties, Sampling, SamplingParams};
-pub use usage::{FinishReason, Timings, TokenEvent, Usage};
+pub use usage::{FinishReason, Timings, TokenEvent, Usage, UNKNOWN_TOKEN_ID};

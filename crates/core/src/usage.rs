@@ -56,6 +56,8 @@ pub enum TokenEvent {
     /// One generated token. `text` is what became safe to show with it: it may be empty (half
     /// a UTF-8 character, or text held back because it may start a stop string) or hold text
     /// of earlier tokens released now.
+    /// `id` is the vocabulary id, or [`UNKNOWN_TOKEN_ID`] from an engine that streams text
+    /// without ids (a remote OpenAI-compatible server).
     Token { id: u32, text: String },
     /// Text released without a new token: what was held back (a partial stop string, a
     /// dangling byte) when generation ended for another reason. Append it like a token's text.
@@ -63,3 +65,6 @@ pub enum TokenEvent {
     /// Always the last event of a stream that was not cut short by an error.
     Done { finish_reason: FinishReason, usage: Usage, timings: Timings },
 }
+
+/// The `id` of a [`TokenEvent::Token`] whose vocabulary id the engine does not know.
+pub const UNKNOWN_TOKEN_ID: u32 = u32::MAX;
