@@ -21,9 +21,23 @@ pub struct ModelArgs {
     /// Layers to offload to the GPU in CUDA/Metal builds (default: all).
     #[arg(long, env = "HYPERLLAMA_GPU_LAYERS")]
     pub gpu_layers: Option<u32>,
+    /// The engine: llamacpp (default for GGUF), max (Modular MAX through its sidecar; see
+    /// scripts/setup-max.sh), openai (a remote server: --openai-url; the model is its model id).
+    #[arg(long, env = "HYPERLLAMA_ENGINE")]
+    pub engine: Option<String>,
+    /// The remote OpenAI-compatible server (vLLM, llama-server, ...) for --engine openai.
+    #[arg(long, env = "HYPERLLAMA_OPENAI_URL")]
+    pub openai_url: Option<String>,
+    /// Its API key.
+    #[arg(long, env = "HYPERLLAMA_OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
 }
 
 impl ModelArgs {
+    pub fn remote(&self) -> crate::engines::Remote {
+        crate::engines::Remote { url: self.openai_url.clone(), api_key: self.openai_api_key.clone() }
+    }
+
     pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
         if self.ctx_size == Some(0) {
             anyhow::bail!("--ctx-size must be at least 1");

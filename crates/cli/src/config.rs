@@ -49,6 +49,17 @@ pub struct ServeArgs {
     /// requests (chunked prefill). Default 512.
     #[arg(long, env = "HYPERLLAMA_STEP_TOKENS")]
     pub step_tokens: Option<u32>,
+    /// The engine models load with unless the request (`options.engine`) or the model
+    /// (Modelfile `PARAMETER engine`) names one: llamacpp, max, openai. Default: llamacpp for GGUF.
+    #[arg(long, env = "HYPERLLAMA_ENGINE")]
+    pub engine: Option<String>,
+    /// A remote OpenAI-compatible server (vLLM, llama-server, another HyperLlama) for the
+    /// `openai` engine: models created with `PARAMETER engine openai` are served there.
+    #[arg(long, env = "HYPERLLAMA_OPENAI_URL")]
+    pub openai_url: Option<String>,
+    /// The remote server's API key (never printed).
+    #[arg(long, env = "HYPERLLAMA_OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
     /// How long a model stays loaded after a request: "5m", "1h", "-1" (forever), "0". Default 5m.
     #[arg(long, env = "HYPERLLAMA_KEEP_ALIVE", allow_hyphen_values = true)]
     pub keep_alive: Option<String>,
@@ -104,6 +115,9 @@ struct FileConfig {
     parallel: Option<u32>,
     max_queue: Option<u32>,
     step_tokens: Option<u32>,
+    engine: Option<String>,
+    openai_url: Option<String>,
+    openai_api_key: Option<String>,
     keep_alive: Option<String>,
     max_loaded_models: Option<usize>,
     memory_limit: Option<String>,
@@ -150,6 +164,9 @@ pub struct Settings {
     pub parallel: u32,
     pub max_queue: u32,
     pub step_tokens: Option<u32>,
+    pub engine: Option<String>,
+    pub openai_url: Option<String>,
+    pub openai_api_key: Option<String>,
     pub keep_alive: String,
     pub max_loaded_models: usize,
     pub memory_limit: Option<u64>,
@@ -301,6 +318,19 @@ impl ServeArgs {
             r.pick("step_tokens", Some("HYPERLLAMA_STEP_TOKENS"), self.step_tokens, file.step_tokens, |v| {
                 opt(v, "512")
             });
+        let engine = r.pick("engine", Some("HYPERLLAMA_ENGINE"), self.engine.clone(), file.engine, |v| {
+            opt(v, "llamacpp for GGUF")
+        });
+        let openai_url = r.pick("openai_url", Some("HYPERLLAMA_OPENAI_URL"), self.openai_url.clone(), file.openai_url, |v| {
+            opt(v, "none")
+        });
+        let openai_api_key = r.pick(
+            "openai_api_key",
+            Some("HYPERLLAMA_OPENAI_API_KEY"),
+            self.openai_api_key.clone(),
+            file.openai_api_key,
+            |v| if v.is_some() { "(set, not shown)".into() } else { "none".into() },
+        );
         let keep_alive = r
             .pick("keep_alive", Some("HYPERLLAMA_KEEP_ALIVE"), self.keep_alive.clone(), file.keep_alive, |v| {
                 opt(v, "5m")
@@ -417,6 +447,9 @@ impl ServeArgs {
             parallel,
             max_queue,
             step_tokens,
+            engine,
+            openai_url,
+            openai_api_key,
             keep_alive,
             max_loaded_models,
             memory_limit,

@@ -76,7 +76,7 @@ fn main() -> ExitCode {
     };
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Info(a) => commands::info::run(a),
+        Command::Info(a) => runtime().and_then(|rt| rt.block_on(commands::info::run(a))),
         Command::Generate(a) => runtime().and_then(|rt| rt.block_on(commands::generate::run(a))),
         Command::Bench(a) => runtime().and_then(|rt| rt.block_on(commands::bench::run(a))),
         Command::Serve(a) => {

@@ -145,85 +145,84 @@ pub struct RemoteModel {
     stats: Arc<Counters>,
 }
 
-impl RemoteModel {
-    /// The request body for `request` (chat or completion) and the path it goes to.
-    fn body(&self, request: &GenerateRequest) -> (&'static str, Value) {
-        let mut body = json!({ "model": self.id, "stream": true, "stream_options": { "include_usage": true } });
-        let path = match &request.prompt {
-            Prompt::Raw(text) => {
-                body["prompt"] = json!(text);
-                "/completions"
+/// The OpenAI request body for `request` (chat or completion, streaming with usage) and the
+/// path it goes to (`/chat/completions` or `/completions`). The MAX sidecar takes the same body.
+pub fn request_body(model: &str, request: &GenerateRequest) -> (&'static str, Value) {
+    let mut body = json!({ "model": model, "stream": true, "stream_options": { "include_usage": true } });
+    let path = match &request.prompt {
+        Prompt::Raw(text) => {
+            body["prompt"] = json!(text);
+            "/completions"
+        }
+        Prompt::Chat(messages) => {
+            body["messages"] = messages
+                .iter()
+                .map(|m| {
+                    let mut v = json!({ "role": m.role.as_str(), "content": m.content });
+                    if let Some(name) = &m.tool_name {
+                        v["name"] = json!(name);
+                    }
+                    v
+                })
+                .collect();
+            if !request.tools.is_empty() {
+                body["tools"] = request.tools.iter().map(tool_json).collect();
             }
-            Prompt::Chat(messages) => {
-                body["messages"] = messages
-                    .iter()
-                    .map(|m| {
-                        let mut v = json!({ "role": m.role.as_str(), "content": m.content });
-                        if let Some(name) = &m.tool_name {
-                            v["name"] = json!(name);
-                        }
-                        v
-                    })
-                    .collect();
-                if !request.tools.is_empty() {
-                    body["tools"] = request.tools.iter().map(tool_json).collect();
-                }
-                "/chat/completions"
+            "/chat/completions"
+        }
+    };
+    let s = &request.sampling;
+    match s.sampling {
+        Sampling::Greedy => body["temperature"] = json!(0.0),
+        Sampling::Random { temperature, top_k, top_p, min_p } => {
+            body["temperature"] = json!(temperature);
+            if let Some(k) = top_k {
+                body["top_k"] = json!(k);
             }
-        };
-        let s = &request.sampling;
-        match s.sampling {
-            Sampling::Greedy => body["temperature"] = json!(0.0),
-            Sampling::Random { temperature, top_k, top_p, min_p } => {
-                body["temperature"] = json!(temperature);
-                if let Some(k) = top_k {
-                    body["top_k"] = json!(k);
-                }
-                if let Some(p) = top_p {
-                    body["top_p"] = json!(p);
-                }
-                if let Some(p) = min_p {
-                    body["min_p"] = json!(p);
-                }
+            if let Some(p) = top_p {
+                body["top_p"] = json!(p);
+            }
+            if let Some(p) = min_p {
+                body["min_p"] = json!(p);
             }
         }
-        if let Some(seed) = s.seed {
-            body["seed"] = json!(seed);
-        }
-        let p = s.penalties;
-        if p.presence != 0.0 {
-            body["presence_penalty"] = json!(p.presence);
-        }
-        if p.frequency != 0.0 {
-            body["frequency_penalty"] = json!(p.frequency);
-        }
-        if p.repeat != 1.0 {
-            // vLLM's name, then llama-server's.
-            body["repetition_penalty"] = json!(p.repeat);
-            body["repeat_penalty"] = json!(p.repeat);
-        }
-        if let Some(n) = request.stop.max_tokens {
-            body["max_tokens"] = json!(n);
-        }
-        if !request.stop.stop.is_empty() {
-            body["stop"] = json!(request.stop.stop);
-        }
-        if request.stop.ignore_eos {
-            body["ignore_eos"] = json!(true);
-        }
-        if !request.cache_prompt {
-            body["cache_prompt"] = json!(false);
-        }
-        match &request.format {
-            Some(OutputFormat::Json) => body["response_format"] = json!({ "type": "json_object" }),
-            Some(OutputFormat::JsonSchema(schema)) => {
-                body["response_format"] =
-                    json!({ "type": "json_schema", "json_schema": { "name": "output", "schema": schema } })
-            }
-            None => {}
-        }
-        (path, body)
     }
+    if let Some(seed) = s.seed {
+        body["seed"] = json!(seed);
+    }
+    let p = s.penalties;
+    if p.presence != 0.0 {
+        body["presence_penalty"] = json!(p.presence);
+    }
+    if p.frequency != 0.0 {
+        body["frequency_penalty"] = json!(p.frequency);
+    }
+    if p.repeat != 1.0 {
+        // vLLM's name, then llama-server's.
+        body["repetition_penalty"] = json!(p.repeat);
+        body["repeat_penalty"] = json!(p.repeat);
+    }
+    if let Some(n) = request.stop.max_tokens {
+        body["max_tokens"] = json!(n);
+    }
+    if !request.stop.stop.is_empty() {
+        body["stop"] = json!(request.stop.stop);
+    }
+    if request.stop.ignore_eos {
+        body["ignore_eos"] = json!(true);
+    }
+    if !request.cache_prompt {
+        body["cache_prompt"] = json!(false);
+    }
+    match &request.format {
+        Some(OutputFormat::Json) => body["response_format"] = json!({ "type": "json_object" }),
+        Some(OutputFormat::JsonSchema(schema)) => {
+            body["response_format"] =
+                json!({ "type": "json_schema", "json_schema": { "name": "output", "schema": schema } })
+        }
+        None => {}
+    }
+    (path, body)
 }
 
 fn tool_json(t: &ToolSpec) -> Value {
@@ -247,7 +246,7 @@ impl LoadedModel for RemoteModel {
 
     async fn generate(&self, request: GenerateRequest) -> Result<TokenStream, EngineError> {
         request.validate()?;
-        let (path, body) = self.body(&request);
+        let (path, body) = request_body(&self.id, &request);
         let started = Instant::now();
         let resp = self
             .engine

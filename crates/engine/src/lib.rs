@@ -140,6 +140,8 @@ pub trait Engine: Send + Sync {
     async fn health(&self) -> Health;
     /// Loads a model; the returned handle serves it until it is unloaded or dropped.
     async fn load(&self, options: LoadOptions) -> Result<Arc<dyn LoadedModel>, EngineError>;
+    /// Stops what the engine runs beside this process (a sidecar, a launched server).
+    async fn shutdown(&self) {}
 }
 
 /// One model, loaded and ready.

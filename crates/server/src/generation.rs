@@ -43,6 +43,8 @@ pub struct Options {
     /// prefix (default true), and keep generating past end-of-sequence (benchmarks).
     pub cache_prompt: Option<bool>,
     pub ignore_eos: Option<bool>,
+    /// The engine to serve the model with ("llamacpp", "max", ...); see `Engines::choose`.
+    pub engine: Option<String>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_json::Value>,
 }
@@ -66,7 +68,7 @@ impl StopField {
 
 /// Load-time option keys that are not sampling knobs; not reported as unknown.
 const KNOWN_LOAD_KEYS: &[&str] =
-    &["num_gpu", "main_gpu", "use_mmap", "use_mlock", "num_batch", "num_keep", "numa", "low_vram", "engine"];
+    &["num_gpu", "main_gpu", "use_mmap", "use_mlock", "num_batch", "num_keep", "numa", "low_vram"];
 
 impl Options {
     /// Options from a model's stored parameters (Modelfile `PARAMETER`s).
@@ -93,6 +95,7 @@ impl Options {
             num_thread: over.num_thread.or(self.num_thread),
             cache_prompt: over.cache_prompt.or(self.cache_prompt),
             ignore_eos: over.ignore_eos.or(self.ignore_eos),
+            engine: over.engine.or(self.engine),
             unknown: over.unknown,
         }
     }
@@ -116,6 +119,7 @@ impl Options {
             num_ctx: positive(self.num_ctx, "num_ctx")?,
             num_thread: positive(self.num_thread, "num_thread")?,
             keep_alive,
+            engine: self.engine.clone(),
         })
     }
 

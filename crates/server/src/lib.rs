@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod engines;
 mod error;
 mod extract;
 pub mod generation;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use axum::Router;
 
+pub use engines::Engines;
 pub use error::{ApiError, ErrorKind};
 pub use keep_alive::KeepAlive;
 pub use registry::{Registry, RegistryConfig, DEFAULT_MAX_QUEUE, DEFAULT_PARALLEL};
@@ -206,6 +208,7 @@ pub async fn serve(
     };
     reaper.abort();
     registry.unload_all().await;
+    registry.engines().shutdown().await;
     result
 }
 

@@ -14,7 +14,7 @@ use hyperllama_engine::{Engine, LoadOptions, LoadedModel};
 use hyperllama_store::{Digest, Manifest, ModelName, Store};
 use serde::Serialize;
 
-use crate::{ApiError, ErrorKind, KeepAlive};
+use crate::{ApiError, Engines, ErrorKind, KeepAlive};
 
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
@@ -85,6 +85,7 @@ pub struct ModelDetails {
 
 struct Slot {
     model: Arc<dyn LoadedModel>,
+    engine: &'static str,
     manifest: Manifest,
     options: LoadOptions,
     expires: Option<Instant>,
@@ -101,11 +102,13 @@ pub struct Acquired {
 }
 
 /// Load-time options a request may ask for.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadRequest {
     pub num_ctx: Option<u32>,
     pub num_thread: Option<u32>,
     pub keep_alive: Option<KeepAlive>,
+    /// `options.engine`: the engine the request asks for.
+    pub engine: Option<String>,
 }
 
 /// A loaded model, as `/api/ps` shows it.
@@ -117,10 +120,12 @@ pub struct Running {
     pub size: u64,
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
     pub stats: hyperllama_engine::ModelStats,
+    /// The engine serving it ("llamacpp", "max", ...).
+    pub engine: &'static str,
 }
 
 pub struct Registry {
-    engine: Arc<dyn Engine>,
+    engines: Engines,
     store: Store,
     config: RegistryConfig,
     loaded: tokio::sync::Mutex<HashMap<String, Slot>>,
@@ -128,8 +133,18 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry whose models all load with `engine`.
     pub fn new(engine: Arc<dyn Engine>, store: Store, config: RegistryConfig) -> Self {
-        Self { engine, store, config, loaded: Default::default(), details: Default::default() }
+        Self::with_engines(Engines::new(vec![engine]), store, config)
+    }
+
+    /// A registry that picks an engine per model (see [`Engines::choose`]).
+    pub fn with_engines(engines: Engines, store: Store, config: RegistryConfig) -> Self {
+        Self { engines, store, config, loaded: Default::default(), details: Default::default() }
+    }
+
+    pub fn engines(&self) -> &Engines {
+        &self.engines
     }
 
     pub fn store(&self) -> &Store {
@@ -225,12 +240,19 @@ impl Registry {
         };
         let keep_alive = req.keep_alive.unwrap_or(self.config.keep_alive);
         let ctx = self.context_for(&manifest, options.ctx_size)?;
+        let (engine, why) = self.engines.choose(
+            req.engine.as_deref(),
+            manifest.parameters.get("engine").and_then(|v| v.as_str()),
+        )?;
+        let engine_id = engine.info().id;
 
         let mut loaded = self.loaded.lock().await;
         let mut load_duration = Duration::ZERO;
         let reusable = loaded
             .get(&key)
-            .is_some_and(|s| s.options == options && s.manifest.model == manifest.model && s.model.is_healthy());
+            .is_some_and(|s| {
+            s.options == options && s.engine == engine_id && s.manifest.model == manifest.model && s.model.is_healthy()
+        });
         if !reusable {
             if let Some(old) = loaded.remove(&key) {
                 tracing::info!(model = %key, "reloading with new options");
@@ -239,13 +261,14 @@ impl Registry {
             self.evict_for_one_more(&mut loaded).await;
             self.check_memory(&manifest, ctx)?;
             let t0 = Instant::now();
-            let model = self.engine.load(options.clone()).await?;
+            let model = engine.load(options.clone()).await?;
             load_duration = t0.elapsed();
-            tracing::info!(model = %key, ms = load_duration.as_millis() as u64, "model loaded");
+            tracing::info!(model = %key, engine = engine_id, %why, ms = load_duration.as_millis() as u64, "model loaded");
             loaded.insert(
                 key.clone(),
                 Slot {
                     model,
+                    engine: engine_id,
                     manifest: manifest.clone(),
                     options,
                     expires: None,
@@ -366,6 +389,7 @@ impl Registry {
                 size: s.model.info().size_bytes,
                 expires_at: s.expires_at,
                 stats: s.model.stats(),
+                engine: s.engine,
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -41,8 +41,8 @@ async fn keep_alive_expires_and_busy_models_stay() {
     let (_d, reg) = registry(3, None);
     let reaper = reg.clone().spawn_reaper();
     let short = LoadRequest { keep_alive: Some(KeepAlive::For(Duration::from_millis(300))), ..LoadRequest::default() };
-    let held = reg.acquire("a", short).await.expect("a");
-    drop(reg.acquire("b", short).await.expect("b"));
+    let held = reg.acquire("a", short.clone()).await.expect("a");
+    drop(reg.acquire("b", short.clone()).await.expect("b"));
     tokio::time::sleep(Duration::from_millis(1200)).await;
     // b expired and went; a is still in use, so it stays past its keep-alive.
     assert_eq!(loaded(&reg.running().await), ["a:latest"]);

@@ -1,10 +1,12 @@
 use std::io::{Read, Write};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
 use futures::StreamExt;
 use hyperllama_core::{GenerateRequest, Message, Prompt, TokenEvent};
+use hyperllama_engine::LoadedModel;
 use serde::Serialize;
 
 use crate::args::{ModelArgs, SamplingArgs};
@@ -87,9 +89,21 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
     }
 
     let started = Instant::now();
-    let model = crate::engines::load(args.model.load_options()?).await?;
+    let (model, engine) =
+        crate::engines::load(args.model.load_options()?, args.model.engine.as_deref(), &args.model.remote()).await?;
     let load_duration = started.elapsed();
+    let result = in_process(&args, model, request, started, load_duration).await;
+    engine.shutdown().await;
+    result
+}
 
+async fn in_process(
+    args: &GenerateArgs,
+    model: Arc<dyn LoadedModel>,
+    request: GenerateRequest,
+    started: Instant,
+    load_duration: Duration,
+) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut stream = model.generate(request).await?;
     let mut out = std::io::stdout().lock();
@@ -165,7 +179,7 @@ async fn via_server(args: &GenerateArgs, host: &str, request: GenerateRequest) -
         "min_p": args.sampling.min_p, "seed": args.sampling.seed, "repeat_penalty": args.sampling.repeat_penalty,
         "repeat_last_n": args.sampling.repeat_last_n, "presence_penalty": args.sampling.presence_penalty,
         "frequency_penalty": args.sampling.frequency_penalty, "num_predict": args.max_tokens,
-        "num_ctx": args.model.ctx_size, "num_thread": args.model.threads,
+        "num_ctx": args.model.ctx_size, "num_thread": args.model.threads, "engine": args.model.engine,
     });
     if !args.stop.is_empty() {
         options["stop"] = json!(args.stop);

@@ -11,17 +11,27 @@ pub struct InfoArgs {
     /// Also explain which engine would serve this model (a .gguf path).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Include the `openai` engine for this remote server (and check its health).
+    #[arg(long, env = "HYPERLLAMA_OPENAI_URL")]
+    openai_url: Option<String>,
 }
 
 #[derive(Serialize)]
 struct Info {
     version: &'static str,
     hardware: hyperllama_hw::Hardware,
-    engines: Vec<hyperllama_engine::EngineInfo>,
+    engines: Vec<EngineReport>,
     /// The engine picked for a GGUF model on this machine.
     default_gguf_engine: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     model: Option<ModelChoice>,
+}
+
+#[derive(Serialize)]
+struct EngineReport {
+    #[serde(flatten)]
+    info: hyperllama_engine::EngineInfo,
+    health: hyperllama_engine::Health,
 }
 
 #[derive(Serialize)]
@@ -31,8 +41,13 @@ struct ModelChoice {
     reason: String,
 }
 
-pub fn run(args: InfoArgs) -> anyhow::Result<()> {
-    let engines: Vec<_> = crate::engines::available().iter().map(|e| e.info()).collect();
+pub async fn run(args: InfoArgs) -> anyhow::Result<()> {
+    let remote = crate::engines::Remote { url: args.openai_url.clone(), api_key: None };
+    let engines: Vec<EngineReport> = crate::engines::health_lines(&crate::engines::available(&remote))
+        .await
+        .into_iter()
+        .map(|(info, health)| EngineReport { info, health })
+        .collect();
     let model = args.model.map(|path| {
         let (engine, reason) = crate::engines::choose(&path);
         ModelChoice { path, engine: engine.map(|e| e.id), reason }
@@ -66,8 +81,20 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         println!("GPU:       {} {} ({mem}, via {})", g.vendor, g.name, g.source);
     }
     println!("Engines:");
-    for e in &info.engines {
-        println!("  {:<10} {}  formats: {}  devices: {}", e.id, e.version, e.formats.join(","), e.devices.join(","));
+    for r in &info.engines {
+        let e = &r.info;
+        let health = match &r.health {
+            hyperllama_engine::Health::Ready => "ready".to_string(),
+            hyperllama_engine::Health::Loading { detail } => format!("loading ({detail})"),
+            hyperllama_engine::Health::Unavailable { reason } => format!("unavailable ({reason})"),
+        };
+        println!(
+            "  {:<10} {}  formats: {}  devices: {}  health: {health}",
+            e.id,
+            e.version,
+            e.formats.join(","),
+            e.devices.join(",")
+        );
     }
     println!("GGUF models run on: {}", info.default_gguf_engine);
     if let Some(m) = &info.model {

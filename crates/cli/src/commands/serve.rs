@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use hyperllama_server::auth::{Auth, KeySpec, KeysFile, Limits};
-use hyperllama_server::{AppState, HttpOptions, KeepAlive, Registry, RegistryConfig};
+use hyperllama_server::{AppState, Engines, HttpOptions, KeepAlive, Registry, RegistryConfig};
 
 pub use crate::config::ServeArgs;
 use crate::config::Settings;
@@ -49,9 +49,15 @@ pub async fn run(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<
     let dir = models_dir(settings.models.clone())?;
     let store =
         hyperllama_store::Store::open(&dir).with_context(|| format!("opening the model store {}", dir.display()))?;
-    let engine = crate::engines::default_engine();
-    let registry = Arc::new(Registry::new(
-        engine,
+    let remote = crate::engines::Remote { url: settings.openai_url.clone(), api_key: settings.openai_api_key.clone() };
+    let engines = Engines::new(crate::engines::available(&remote)).prefer(settings.engine.clone());
+    if let Some(id) = &settings.engine {
+        if engines.get(id).is_none() {
+            anyhow::bail!("--engine {id:?} is not available; this server has: {}", engines.ids().join(", "));
+        }
+    }
+    let registry = Arc::new(Registry::with_engines(
+        engines,
         store,
         RegistryConfig {
             ctx_size: settings.ctx_size,

@@ -122,7 +122,8 @@ pub async fn ps(State(state): State<AppState>) -> Result<Response, ApiError> {
                 "details": details_json(&state, &r.manifest),
                 "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
                 "size_vram": 0, "context_length": r.context_length,
-                // HyperLlama's addition (Ollama clients ignore it): the scheduler's state.
+                // HyperLlama's additions (Ollama clients ignore them): the engine and the scheduler's state.
+                "engine": r.engine,
                 "scheduler": {
                     "parallel": r.stats.parallel, "active": r.stats.active, "waiting": r.stats.waiting,
                     "requests_finished": r.stats.requests_finished, "requests_cancelled": r.stats.requests_cancelled,

@@ -1,0 +1,440 @@
+//! Modular MAX behind HyperLlama's [`Engine`] trait, through the Python sidecar in `python/`.
+//!
+//! The sidecar ([`sidecar`]) is started on first use, supervised and restarted; this module
+//! speaks its HTTP API: `POST /load` (NDJSON progress), `POST /generate` (NDJSON token events),
+//! `POST /unload`, `GET /health`. Prompts are rendered here with the model's own chat template
+//! (the same code the llama.cpp engine uses), so a chat gives MAX exactly the text it gives
+//! llama.cpp, tools included; MAX tokenizes and samples.
+
+pub mod sidecar;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hyperllama_core::{
+    FinishReason, GenerateRequest, Prompt, Timings, TokenEvent, ToolSpec, Usage, ValidationError, UNKNOWN_TOKEN_ID,
+};
+use hyperllama_engine::{
+    ChatTemplate, Embeddings, Engine, EngineError, EngineInfo, Health, LoadOptions, LoadedModel, ModelInfo, ModelStats,
+    TokenStream,
+};
+use serde_json::{json, Value};
+pub use sidecar::{Sidecar, SidecarConfig, SidecarState};
+
+/// The MAX release the sidecar is pinned to (python/pyproject.toml).
+pub const PINNED_MAX_VERSION: &str = "26.7.0";
+
+/// Sequences MAX batches when the caller does not say (`serve --parallel`'s default too).
+pub const DEFAULT_BATCH: u32 = 4;
+
+/// MAX, through its sidecar.
+#[derive(Clone)]
+pub struct MaxEngine {
+    sidecar: Arc<Sidecar>,
+}
+
+impl MaxEngine {
+    pub fn new(config: SidecarConfig) -> Self {
+        Self { sidecar: Sidecar::new(config) }
+    }
+
+    pub fn sidecar(&self) -> &Arc<Sidecar> {
+        &self.sidecar
+    }
+
+    /// Stops the sidecar and the MAX processes it runs.
+    pub async fn shutdown(&self) {
+        self.sidecar.shutdown().await;
+    }
+
+    /// The MAX version installed in the sidecar's environment, read from its package metadata
+    /// (no Python started).
+    pub fn installed_version(&self) -> Option<String> {
+        let venv = self.sidecar.config().python.parent()?.parent()?.join("lib");
+        for py in std::fs::read_dir(venv).ok()?.flatten() {
+            let site = py.path().join("site-packages");
+            for entry in std::fs::read_dir(site).ok()?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(v) = name.strip_prefix("max-").and_then(|r| r.strip_suffix(".dist-info")) {
+                    return Some(v.to_string());
+                }
+            }
+        }
+        None
+    }
+}
+
+#[async_trait::async_trait]
+impl Engine for MaxEngine {
+    fn info(&self) -> EngineInfo {
+        let version = match (&self.sidecar.config().url, self.installed_version()) {
+            (Some(url), _) => format!("remote sidecar at {url}"),
+            (None, Some(v)) => v,
+            (None, None) => format!("not installed (pinned {PINNED_MAX_VERSION})"),
+        };
+        EngineInfo { id: "max", version, formats: vec!["gguf (llama, as float32)"], devices: vec!["cpu".into()] }
+    }
+
+    async fn health(&self) -> Health {
+        match self.sidecar.state() {
+            SidecarState::Ready { url, .. } => {
+                match self.sidecar.request(reqwest::Method::GET, &format!("{url}/health")).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let v: Value = r.json().await.unwrap_or_default();
+                        match v["status"].as_str() {
+                            Some("loading") => Health::Loading { detail: "a model is loading".into() },
+                            _ => Health::Ready,
+                        }
+                    }
+                    Ok(r) => Health::Unavailable { reason: format!("the sidecar answered {}", r.status()) },
+                    Err(e) => Health::Unavailable { reason: format!("the sidecar does not answer: {e}") },
+                }
+            }
+            SidecarState::NotStarted if self.sidecar.config().url.is_none() => {
+                if self.installed_version().is_some() {
+                    Health::Ready
+                } else {
+                    Health::Unavailable {
+                        reason: format!(
+                            "no MAX environment at {} (scripts/setup-max.sh)",
+                            self.sidecar.config().python.display()
+                        ),
+                    }
+                }
+            }
+            SidecarState::NotStarted | SidecarState::Starting { .. } => {
+                Health::Loading { detail: "the sidecar is starting".into() }
+            }
+            SidecarState::Restarting { reason, .. } => Health::Loading { detail: format!("restarting: {reason}") },
+            SidecarState::Failed { reason } => Health::Unavailable { reason },
+            SidecarState::Stopped => Health::Unavailable { reason: "stopped".into() },
+        }
+    }
+
+    async fn load(&self, options: LoadOptions) -> Result<Arc<dyn LoadedModel>, EngineError> {
+        let path = options.path.clone();
+        let gguf = hyperllama_gguf::GgufFile::open(&path)
+            .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
+        let arch = gguf.architecture().unwrap_or("unknown").to_string();
+        if arch != "llama" {
+            return Err(EngineError::Load(format!(
+                "the MAX engine serves the llama architecture from GGUF; this model is {arch:?} (use --engine llamacpp)"
+            )));
+        }
+        let (url, generation) = self.sidecar.ready().await.map_err(EngineError::Unavailable)?;
+        let id = model_id(&path);
+        let trained = u32::try_from(gguf.context_length().unwrap_or(2048)).unwrap_or(u32::MAX);
+        let ctx = options.ctx_size.unwrap_or(4096).min(trained);
+        // MAX compiles per shape; one batch size for every caller keeps one compiled model.
+        let batch = options.parallel.unwrap_or(DEFAULT_BATCH).max(1);
+        let body = json!({
+            "model": id,
+            "gguf": path,
+            "max_length": ctx,
+            "max_batch_size": batch,
+            "stream": true,
+        });
+        let started = Instant::now();
+        let resp = self
+            .sidecar
+            .request(reqwest::Method::POST, &format!("{url}/load"))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("the MAX sidecar does not answer: {e}")))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(EngineError::Load(format!("the MAX sidecar refused the load ({status}): {text}")));
+        }
+        let mut lines = ndjson(resp);
+        let mut last = Value::Null;
+        while let Some(line) = lines.next().await {
+            let v = line.map_err(|e| EngineError::Unavailable(format!("the MAX sidecar went away while loading: {e}")))?;
+            if let Some(status) = v["status"].as_str() {
+                tracing::info!(model = %id, elapsed_s = started.elapsed().as_secs(), "MAX load: {status}");
+            }
+            last = v;
+        }
+        if let Some(err) = last["error"].as_str() {
+            return Err(EngineError::Load(format!("MAX: {err}")));
+        }
+        if last["status"] != "ready" {
+            return Err(EngineError::Load("the MAX sidecar ended the load without an answer".into()));
+        }
+        let template = match gguf.chat_template() {
+            Some(src) => {
+                Some(ChatTemplate::new(src, gguf.bos_token().unwrap_or_default(), gguf.eos_token().unwrap_or_default())?)
+            }
+            None => None,
+        };
+        let weights = gguf.parameter_count() * 4;
+        let info = ModelInfo {
+            name: gguf.name().map(str::to_string).unwrap_or_else(|| id.clone()),
+            architecture: arch,
+            parameter_count: gguf.parameter_count(),
+            quantization: format!("F32 (MAX, from {})", gguf.quantization()),
+            context_length: trained,
+            loaded_context: ctx,
+            embedding_length: u32::try_from(gguf.embedding_length().unwrap_or(0)).unwrap_or(0),
+            chat_template: gguf.chat_template().map(str::to_string),
+            size_bytes: weights,
+        };
+        tracing::info!(model = %id, secs = started.elapsed().as_secs_f64(), "loaded with MAX");
+        Ok(Arc::new(MaxModel {
+            sidecar: self.sidecar.clone(),
+            url,
+            generation,
+            id,
+            info,
+            template,
+            parallel: batch,
+            counters: Arc::default(),
+            lost: false.into(),
+        }))
+    }
+}
+
+/// The sidecar's name for one load: the file name (a content digest for store blobs) and a
+/// counter, so that two loads of one file (two model names, different options) are two models.
+fn model_id(path: &Path) -> String {
+    static LOADS: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let name: String =
+        name.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).take(80).collect();
+    format!("{name}-{}", LOADS.fetch_add(1, Ordering::Relaxed) + 1)
+}
+
+#[derive(Default)]
+struct Counters {
+    finished: AtomicU64,
+    cancelled: AtomicU64,
+    prompt: AtomicU64,
+    cached: AtomicU64,
+    generated: AtomicU64,
+    active: AtomicU64,
+}
+
+/// One model loaded in the sidecar.
+pub struct MaxModel {
+    sidecar: Arc<Sidecar>,
+    url: String,
+    generation: u64,
+    id: String,
+    info: ModelInfo,
+    template: Option<ChatTemplate>,
+    parallel: u32,
+    counters: Arc<Counters>,
+    /// The sidecar no longer has this model (it said 404).
+    lost: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl LoadedModel for MaxModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn stats(&self) -> ModelStats {
+        let c = &self.counters;
+        ModelStats {
+            requests_finished: c.finished.load(Ordering::Relaxed),
+            requests_cancelled: c.cancelled.load(Ordering::Relaxed),
+            prompt_tokens: c.prompt.load(Ordering::Relaxed),
+            cached_prompt_tokens: c.cached.load(Ordering::Relaxed),
+            generated_tokens: c.generated.load(Ordering::Relaxed),
+            parallel: self.parallel,
+            active: u32::try_from(c.active.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
+            ..ModelStats::default()
+        }
+    }
+
+    async fn generate(&self, request: GenerateRequest) -> Result<TokenStream, EngineError> {
+        request.validate()?;
+        // One template for every engine: chats are rendered here, MAX completes the text.
+        let rendered = self.render_prompt(&request.prompt, &request.tools)?;
+        let raw = GenerateRequest { prompt: Prompt::Raw(rendered), tools: Vec::new(), ..request };
+        let (_, mut body) = hyperllama_engine_openai::request_body(&self.id, &raw);
+        if let Some(o) = body.as_object_mut() {
+            o.remove("stream_options");
+            o.remove("cache_prompt");
+        }
+        let started = Instant::now();
+        let resp = self
+            .sidecar
+            .request(reqwest::Method::POST, &format!("{}/generate", self.url))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("the MAX sidecar does not answer: {e}")))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let v: Value = resp.json().await.unwrap_or_default();
+            let msg = v["error"].as_str().unwrap_or("no message").to_string();
+            return Err(match status.as_u16() {
+                400 => EngineError::Validation(ValidationError::Invalid(format!("MAX refused the request: {msg}"))),
+                503 => EngineError::Overloaded { waiting: 0 },
+                404 => {
+                    self.lost.store(true, Ordering::Relaxed);
+                    EngineError::Unavailable(format!("the model is no longer loaded in MAX (retry loads it): {msg}"))
+                }
+                _ => EngineError::Internal(format!("MAX: {msg}")),
+            });
+        }
+        let counters = self.counters.clone();
+        counters.active.fetch_add(1, Ordering::Relaxed);
+        let guard = ActiveGuard { counters: counters.clone(), done: false };
+        let lines = ndjson(resp);
+        let events = futures::stream::unfold(
+            (lines, guard, None::<Instant>, false),
+            move |(mut lines, mut guard, mut first, ended)| async move {
+                if ended {
+                    return None;
+                }
+                let item = match lines.next().await {
+                    None => Err(EngineError::Unavailable("the MAX sidecar ended the stream without finishing".into())),
+                    Some(Err(e)) => Err(EngineError::Unavailable(format!("the MAX sidecar went away mid-request: {e}"))),
+                    Some(Ok(v)) => {
+                        if let Some(text) = v["token"].as_str() {
+                            first.get_or_insert_with(Instant::now);
+                            return Some((
+                                Ok(TokenEvent::Token { id: UNKNOWN_TOKEN_ID, text: text.to_string() }),
+                                (lines, guard, first, false),
+                            ));
+                        }
+                        if let Some(err) = v["error"].as_str() {
+                            Err(EngineError::Internal(format!("MAX failed mid-stream: {err}")))
+                        } else if v["done"] == true {
+                            let n = |k: &str| v["usage"][k].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+                            let usage = Usage {
+                                prompt_tokens: n("prompt_tokens"),
+                                cached_tokens: n("cached_tokens"),
+                                completion_tokens: n("completion_tokens"),
+                            };
+                            let c = &guard.counters;
+                            c.finished.fetch_add(1, Ordering::Relaxed);
+                            c.prompt.fetch_add(u64::from(usage.prompt_tokens), Ordering::Relaxed);
+                            c.cached.fetch_add(u64::from(usage.cached_tokens), Ordering::Relaxed);
+                            c.generated.fetch_add(u64::from(usage.completion_tokens), Ordering::Relaxed);
+                            guard.done = true;
+                            let end = Instant::now();
+                            let first = first.unwrap_or(end);
+                            let finish_reason = match v["finish_reason"].as_str() {
+                                Some("length") => FinishReason::Length,
+                                _ => FinishReason::Stop,
+                            };
+                            let timings = Timings {
+                                queue: Duration::ZERO,
+                                prompt_eval: first - started,
+                                eval: end - first,
+                            };
+                            Ok(TokenEvent::Done { finish_reason, usage, timings })
+                        } else {
+                            Err(EngineError::Internal(format!("the MAX sidecar sent an unknown event: {v}")))
+                        }
+                    }
+                };
+                Some((item, (lines, guard, first, true)))
+            },
+        );
+        Ok(Box::pin(events))
+    }
+
+    fn render_prompt(&self, prompt: &Prompt, tools: &[ToolSpec]) -> Result<String, EngineError> {
+        match prompt {
+            Prompt::Raw(text) => Ok(text.clone()),
+            Prompt::Chat(messages) => {
+                let template = self.template.as_ref().ok_or(hyperllama_engine::TemplateError::Missing)?;
+                Ok(template.render_with_tools(messages, tools, true)?)
+            }
+        }
+    }
+
+    async fn embed(&self, _inputs: Vec<String>, _truncate: bool) -> Result<Embeddings, EngineError> {
+        Err(EngineError::Validation(ValidationError::Invalid(
+            "the MAX engine does not serve embeddings here; use the llamacpp engine".into(),
+        )))
+    }
+
+    fn tokenize(&self, _text: &str) -> Result<Vec<u32>, EngineError> {
+        Err(EngineError::Unavailable("MAX tokenizes inside its sidecar".into()))
+    }
+
+    async fn unload(&self) -> Result<(), EngineError> {
+        if !self.is_healthy() {
+            return Ok(()); // the sidecar that held it is gone already
+        }
+        let r = self
+            .sidecar
+            .request(reqwest::Method::POST, &format!("{}/unload", self.url))
+            .json(&json!({ "model": self.id }))
+            .send()
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("the MAX sidecar does not answer: {e}")))?;
+        if r.status().is_success() || r.status() == reqwest::StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(EngineError::Internal(format!("the MAX sidecar could not unload: {}", r.status())))
+        }
+    }
+
+    /// False once the sidecar that held this model restarted (or stopped).
+    fn is_healthy(&self) -> bool {
+        !self.lost.load(Ordering::Relaxed)
+            && matches!(self.sidecar.state(), SidecarState::Ready { generation, .. } if generation == self.generation)
+    }
+}
+
+/// Counts a generation as active until it finishes or is dropped (cancelled).
+struct ActiveGuard {
+    counters: Arc<Counters>,
+    done: bool,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.counters.active.fetch_sub(1, Ordering::Relaxed);
+        if !self.done {
+            self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+type Lines = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Value, String>> + Send>>;
+
+/// An NDJSON body as a stream of JSON values.
+fn ndjson(resp: reqwest::Response) -> Lines {
+    let bytes = resp.bytes_stream();
+    Box::pin(futures::stream::unfold((bytes, Vec::<u8>::new(), false), |(mut bytes, mut buf, eof)| async move {
+        loop {
+            if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let v = serde_json::from_slice::<Value>(&line).map_err(|e| format!("malformed line: {e}"));
+                return Some((v, (bytes, buf, eof)));
+            }
+            if eof {
+                return None;
+            }
+            match bytes.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                Some(Err(e)) => return Some((Err(e.to_string()), (bytes, buf, true))),
+                None => {
+                    if buf.iter().all(u8::is_ascii_whitespace) {
+                        return None;
+                    }
+                    buf.push(b'\n');
+                    return Some((
+                        serde_json::from_slice::<Value>(&buf).map_err(|e| format!("malformed line: {e}")),
+                        (bytes, Vec::new(), true),
+                    ));
+                }
+            }
+        }
+    }))
+}
