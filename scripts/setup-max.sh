@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${HYPERLLAMA_MAX_VENV:-$HOME/.cache/hyperllama/max-venv}"
-stamp="$venv/.hyperllama-sidecar-$(sha256sum python/pyproject.toml | cut -c1-16)"
+stamp="$venv/.hyperllama-sidecar-$( (cat python/pyproject.toml; pwd) | sha256sum | cut -c1-16)"
 if [[ ! -x "$venv/bin/python" ]]; then
   echo "== creating the MAX sidecar environment in $venv" >&2
   python3 -m venv "$venv"

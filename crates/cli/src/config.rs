@@ -321,9 +321,10 @@ impl ServeArgs {
         let engine = r.pick("engine", Some("HYPERLLAMA_ENGINE"), self.engine.clone(), file.engine, |v| {
             opt(v, "llamacpp for GGUF")
         });
-        let openai_url = r.pick("openai_url", Some("HYPERLLAMA_OPENAI_URL"), self.openai_url.clone(), file.openai_url, |v| {
-            opt(v, "none")
-        });
+        let openai_url =
+            r.pick("openai_url", Some("HYPERLLAMA_OPENAI_URL"), self.openai_url.clone(), file.openai_url, |v| {
+                opt(v, "none")
+            });
         let openai_api_key = r.pick(
             "openai_api_key",
             Some("HYPERLLAMA_OPENAI_API_KEY"),

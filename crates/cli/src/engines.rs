@@ -94,7 +94,8 @@ pub async fn load(
 ) -> anyhow::Result<(Arc<dyn LoadedModel>, Arc<dyn Engine>)> {
     let path = options.path.clone();
     let engine = pick(&available(remote), engine, &path)?;
-    let model = engine.load(options).await.with_context(|| format!("loading {} with {}", path.display(), engine.info().id))?;
+    let model =
+        engine.load(options).await.with_context(|| format!("loading {} with {}", path.display(), engine.info().id))?;
     Ok((model, engine))
 }
 

@@ -153,7 +153,8 @@ impl Engine for MaxEngine {
         let mut lines = ndjson(resp);
         let mut last = Value::Null;
         while let Some(line) = lines.next().await {
-            let v = line.map_err(|e| EngineError::Unavailable(format!("the MAX sidecar went away while loading: {e}")))?;
+            let v =
+                line.map_err(|e| EngineError::Unavailable(format!("the MAX sidecar went away while loading: {e}")))?;
             if let Some(status) = v["status"].as_str() {
                 tracing::info!(model = %id, elapsed_s = started.elapsed().as_secs(), "MAX load: {status}");
             }
@@ -166,9 +167,11 @@ impl Engine for MaxEngine {
             return Err(EngineError::Load("the MAX sidecar ended the load without an answer".into()));
         }
         let template = match gguf.chat_template() {
-            Some(src) => {
-                Some(ChatTemplate::new(src, gguf.bos_token().unwrap_or_default(), gguf.eos_token().unwrap_or_default())?)
-            }
+            Some(src) => Some(ChatTemplate::new(
+                src,
+                gguf.bos_token().unwrap_or_default(),
+                gguf.eos_token().unwrap_or_default(),
+            )?),
             None => None,
         };
         let weights = gguf.parameter_count() * 4;
@@ -296,7 +299,9 @@ impl LoadedModel for MaxModel {
                 }
                 let item = match lines.next().await {
                     None => Err(EngineError::Unavailable("the MAX sidecar ended the stream without finishing".into())),
-                    Some(Err(e)) => Err(EngineError::Unavailable(format!("the MAX sidecar went away mid-request: {e}"))),
+                    Some(Err(e)) => {
+                        Err(EngineError::Unavailable(format!("the MAX sidecar went away mid-request: {e}")))
+                    }
                     Some(Ok(v)) => {
                         if let Some(text) = v["token"].as_str() {
                             first.get_or_insert_with(Instant::now);
@@ -326,11 +331,8 @@ impl LoadedModel for MaxModel {
                                 Some("length") => FinishReason::Length,
                                 _ => FinishReason::Stop,
                             };
-                            let timings = Timings {
-                                queue: Duration::ZERO,
-                                prompt_eval: first - started,
-                                eval: end - first,
-                            };
+                            let timings =
+                                Timings { queue: Duration::ZERO, prompt_eval: first - started, eval: end - first };
                             Ok(TokenEvent::Done { finish_reason, usage, timings })
                         } else {
                             Err(EngineError::Internal(format!("the MAX sidecar sent an unknown event: {v}")))

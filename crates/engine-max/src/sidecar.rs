@@ -56,12 +56,23 @@ pub fn default_python() -> PathBuf {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SidecarState {
     NotStarted,
-    Starting { generation: u64 },
-    Ready { url: String, generation: u64, pid: Option<u32> },
+    Starting {
+        generation: u64,
+    },
+    Ready {
+        url: String,
+        generation: u64,
+        pid: Option<u32>,
+    },
     /// It died; the next start is due after a backoff.
-    Restarting { generation: u64, reason: String },
+    Restarting {
+        generation: u64,
+        reason: String,
+    },
     /// It cannot be started (no environment, or it never became healthy); nothing retries.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     Stopped,
 }
 

@@ -240,17 +240,13 @@ impl Registry {
         };
         let keep_alive = req.keep_alive.unwrap_or(self.config.keep_alive);
         let ctx = self.context_for(&manifest, options.ctx_size)?;
-        let (engine, why) = self.engines.choose(
-            req.engine.as_deref(),
-            manifest.parameters.get("engine").and_then(|v| v.as_str()),
-        )?;
+        let (engine, why) =
+            self.engines.choose(req.engine.as_deref(), manifest.parameters.get("engine").and_then(|v| v.as_str()))?;
         let engine_id = engine.info().id;
 
         let mut loaded = self.loaded.lock().await;
         let mut load_duration = Duration::ZERO;
-        let reusable = loaded
-            .get(&key)
-            .is_some_and(|s| {
+        let reusable = loaded.get(&key).is_some_and(|s| {
             s.options == options && s.engine == engine_id && s.manifest.model == manifest.model && s.model.is_healthy()
         });
         if !reusable {

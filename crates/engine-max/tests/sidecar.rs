@@ -1,0 +1,78 @@
+//! The sidecar supervisor with the real sidecar (`python -m hyperllama_max` from the MAX
+//! environment that scripts/setup-max.sh makes; no model is loaded, so MAX does not compile):
+//! it starts and answers health with the shared secret, comes back as a new generation after a
+//! `kill -9`, and stops for good on shutdown. A missing environment is a clear failure.
+
+use std::time::Duration;
+
+use hyperllama_engine::{Engine, Health, LoadOptions};
+use hyperllama_engine_max::{MaxEngine, Sidecar, SidecarConfig, SidecarState};
+
+fn config() -> SidecarConfig {
+    let c = SidecarConfig::from_env();
+    assert!(
+        c.python.exists(),
+        "{} missing: run scripts/setup-max.sh (or set HYPERLLAMA_MAX_PYTHON)",
+        c.python.display()
+    );
+    SidecarConfig { url: None, secret: None, start_timeout: Duration::from_secs(120), ..c }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_restarts_a_killed_sidecar_and_stops_it_on_shutdown() {
+    let sidecar = Sidecar::new(config());
+    let (url, generation) = sidecar.ready().await.expect("sidecar starts");
+    assert_eq!(generation, 1);
+    let SidecarState::Ready { pid: Some(pid), .. } = sidecar.state() else { panic!("no pid: {:?}", sidecar.state()) };
+
+    // The secret is required.
+    let r = reqwest::get(format!("{url}/health")).await.expect("health");
+    assert_eq!(r.status(), 401);
+    let r = sidecar.request(reqwest::Method::GET, &format!("{url}/health")).send().await.expect("health");
+    assert_eq!(r.status(), 200);
+
+    // kill -9: the supervisor notices and starts generation 2.
+    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let (url2, generation2) = loop {
+        if let SidecarState::Ready { url, generation, .. } = sidecar.state() {
+            if generation > 1 {
+                break (url, generation);
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no restart: {:?}", sidecar.state());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(generation2, 2);
+    assert_eq!(sidecar.restarts(), 1);
+    let r = sidecar.request(reqwest::Method::GET, &format!("{url2}/health")).send().await.expect("health");
+    assert_eq!(r.status(), 200);
+
+    let SidecarState::Ready { pid: Some(pid2), .. } = sidecar.state() else { panic!("no pid") };
+    sidecar.shutdown().await;
+    assert_eq!(sidecar.state(), SidecarState::Stopped);
+    assert!(!std::path::Path::new(&format!("/proc/{pid2}")).exists(), "the sidecar process is gone");
+    assert!(sidecar.ready().await.is_err(), "a stopped sidecar stays stopped");
+}
+
+#[tokio::test]
+async fn a_missing_environment_and_a_bad_model_are_clear_errors() {
+    let engine = MaxEngine::new(SidecarConfig { python: "/nonexistent/bin/python".into(), ..config() });
+    match engine.health().await {
+        Health::Unavailable { reason } => assert!(reason.contains("setup-max.sh"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let model = std::env::var("HYPERLLAMA_TEST_MODEL").expect("HYPERLLAMA_TEST_MODEL");
+    let err = engine.load(LoadOptions { path: model.into(), ..LoadOptions::default() }).await.err().expect("fails");
+    assert!(err.to_string().contains("no MAX environment"), "{err}");
+
+    // Not a GGUF: refused before any sidecar starts.
+    let dir = std::env::temp_dir().join(format!("hl-max-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let junk = dir.join("junk.gguf");
+    std::fs::write(&junk, b"not a gguf").expect("write");
+    let engine = MaxEngine::new(config());
+    let err = engine.load(LoadOptions { path: junk, ..LoadOptions::default() }).await.err().expect("fails");
+    assert!(err.to_string().contains("junk.gguf"), "{err}");
+    assert_eq!(engine.sidecar().state(), SidecarState::NotStarted);
+}
