@@ -346,13 +346,7 @@ impl LoadedModel for MaxModel {
     }
 
     fn render_prompt(&self, prompt: &Prompt, tools: &[ToolSpec]) -> Result<String, EngineError> {
-        match prompt {
-            Prompt::Raw(text) => Ok(text.clone()),
-            Prompt::Chat(messages) => {
-                let template = self.template.as_ref().ok_or(hyperllama_engine::TemplateError::Missing)?;
-                Ok(template.render_with_tools(messages, tools, true)?)
-            }
-        }
+        hyperllama_engine::render_prompt(self.template.as_ref(), prompt, tools)
     }
 
     async fn embed(&self, _inputs: Vec<String>, _truncate: bool) -> Result<Embeddings, EngineError> {

@@ -133,6 +133,22 @@ pub struct ModelStats {
     pub batched_tokens: u64,
 }
 
+/// Renders `prompt` as an engine that owns its chat template does: raw text as it is, a chat
+/// through the model's template (with the tools), ending with the assistant's turn opened.
+pub fn render_prompt(
+    template: Option<&ChatTemplate>,
+    prompt: &hyperllama_core::Prompt,
+    tools: &[hyperllama_core::ToolSpec],
+) -> Result<String, EngineError> {
+    match prompt {
+        hyperllama_core::Prompt::Raw(text) => Ok(text.clone()),
+        hyperllama_core::Prompt::Chat(messages) => {
+            let template = template.ok_or(TemplateError::Missing)?;
+            Ok(template.render_with_tools(messages, tools, true)?)
+        }
+    }
+}
+
 /// A backend that can load models.
 #[async_trait::async_trait]
 pub trait Engine: Send + Sync {
