@@ -34,11 +34,13 @@ pub const DEFAULT_BATCH: u32 = 4;
 #[derive(Clone)]
 pub struct MaxEngine {
     sidecar: Arc<Sidecar>,
+    /// `info()` runs for every request the registry routes: the version is read from disk once.
+    version: Arc<std::sync::OnceLock<Option<String>>>,
 }
 
 impl MaxEngine {
     pub fn new(config: SidecarConfig) -> Self {
-        Self { sidecar: Sidecar::new(config) }
+        Self { sidecar: Sidecar::new(config), version: Arc::default() }
     }
 
     pub fn sidecar(&self) -> &Arc<Sidecar> {
@@ -70,7 +72,8 @@ impl MaxEngine {
 #[async_trait::async_trait]
 impl Engine for MaxEngine {
     fn info(&self) -> EngineInfo {
-        let version = match (&self.sidecar.config().url, self.installed_version()) {
+        let installed = self.version.get_or_init(|| self.installed_version()).clone();
+        let version = match (&self.sidecar.config().url, installed) {
             (Some(url), _) => format!("remote sidecar at {url}"),
             (None, Some(v)) => v,
             (None, None) => format!("not installed (pinned {PINNED_MAX_VERSION})"),
