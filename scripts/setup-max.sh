@@ -11,13 +11,14 @@ if [[ ! -x "$venv/bin/python" ]]; then
   echo "== creating the MAX sidecar environment in $venv" >&2
   python3 -m venv "$venv"
 fi
-if [[ ! -e "$stamp" ]]; then
+# The stamp covers the pinned dependencies; the import check covers an editable install that
+# another checkout sharing this environment re-pointed (or removed).
+here="$(pwd)/python/"
+installed="$("$venv/bin/python" -c 'import hyperllama_max; print(hyperllama_max.__file__)' 2>/dev/null || true)"
+if [[ ! -e "$stamp" || "$installed" != "$here"* ]]; then
   echo "== installing max[serve] (pinned in python/pyproject.toml) and the sidecar" >&2
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -U pip >&2
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "python[test]" >&2
   touch "$stamp"
-else
-  # The sidecar's own code is installed editable; nothing to do.
-  :
 fi
 echo "$venv/bin/python"

@@ -9,7 +9,7 @@
 pub mod sidecar;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -127,7 +127,6 @@ impl Engine for MaxEngine {
                 "the MAX engine serves the llama architecture from GGUF; this model is {arch:?} (use --engine llamacpp)"
             )));
         }
-        let (url, generation) = self.sidecar.ready().await.map_err(EngineError::Unavailable)?;
         let id = model_id(&path);
         let trained = u32::try_from(gguf.context_length().unwrap_or(2048)).unwrap_or(u32::MAX);
         let ctx = options.ctx_size.unwrap_or(4096).min(trained);
@@ -141,13 +140,17 @@ impl Engine for MaxEngine {
             "stream": true,
         });
         let started = Instant::now();
-        let resp = self
-            .sidecar
-            .request(reqwest::Method::POST, &format!("{url}/load"))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| EngineError::Unavailable(format!("the MAX sidecar does not answer: {e}")))?;
+        // A sidecar that died a moment ago may not be reaped yet: one that cannot be reached
+        // is reported to the supervisor, and the load goes to the generation that replaces it.
+        let mut stale = 0;
+        let (url, generation, resp) = loop {
+            let (url, generation) = self.sidecar.ready_after(stale).await.map_err(EngineError::Unavailable)?;
+            match self.sidecar.request(reqwest::Method::POST, &format!("{url}/load")).json(&body).send().await {
+                Ok(resp) => break (url, generation, resp),
+                Err(e) if e.is_connect() && stale == 0 => stale = generation,
+                Err(e) => return Err(EngineError::Unavailable(format!("the MAX sidecar does not answer: {e}"))),
+            }
+        };
         if !resp.status().is_success() {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
@@ -191,15 +194,13 @@ impl Engine for MaxEngine {
         };
         tracing::info!(model = %id, secs = started.elapsed().as_secs_f64(), "loaded with MAX");
         Ok(Arc::new(MaxModel {
-            sidecar: self.sidecar.clone(),
+            live: Liveness { sidecar: self.sidecar.clone(), generation, lost: Arc::default() },
             url,
-            generation,
             id,
             info,
             template,
             parallel: batch,
             counters: Arc::default(),
-            lost: false.into(),
         }))
     }
 }
@@ -226,16 +227,35 @@ struct Counters {
 
 /// One model loaded in the sidecar.
 pub struct MaxModel {
-    sidecar: Arc<Sidecar>,
+    live: Liveness,
     url: String,
-    generation: u64,
     id: String,
     info: ModelInfo,
     template: Option<ChatTemplate>,
     parallel: u32,
     counters: Arc<Counters>,
-    /// The sidecar no longer has this model (it said 404).
-    lost: std::sync::atomic::AtomicBool,
+}
+
+/// Whether the sidecar generation that loaded a model still has it.
+#[derive(Clone)]
+struct Liveness {
+    sidecar: Arc<Sidecar>,
+    generation: u64,
+    /// The sidecar said 404 for it, or could not be reached, or broke off a stream.
+    lost: Arc<AtomicBool>,
+}
+
+impl Liveness {
+    /// The model must be loaded again; the supervisor checks on the sidecar at once.
+    fn lose(&self) {
+        self.lost.store(true, Ordering::Relaxed);
+        self.sidecar.suspect(self.generation);
+    }
+
+    /// The sidecar that loaded the model is still the one running.
+    fn same_sidecar(&self) -> bool {
+        matches!(self.sidecar.state(), SidecarState::Ready { generation, .. } if generation == self.generation)
+    }
 }
 
 #[async_trait::async_trait]
@@ -270,12 +290,16 @@ impl LoadedModel for MaxModel {
         }
         let started = Instant::now();
         let resp = self
+            .live
             .sidecar
             .request(reqwest::Method::POST, &format!("{}/generate", self.url))
             .json(&body)
             .send()
             .await
-            .map_err(|e| EngineError::Unavailable(format!("the MAX sidecar does not answer: {e}")))?;
+            .map_err(|e| {
+                self.live.lose();
+                EngineError::Unavailable(format!("the MAX sidecar does not answer: {e}"))
+            })?;
         let status = resp.status();
         if !status.is_success() {
             let v: Value = resp.json().await.unwrap_or_default();
@@ -284,7 +308,7 @@ impl LoadedModel for MaxModel {
                 400 => EngineError::Validation(ValidationError::Invalid(format!("MAX refused the request: {msg}"))),
                 503 => EngineError::Overloaded { waiting: 0 },
                 404 => {
-                    self.lost.store(true, Ordering::Relaxed);
+                    self.live.lost.store(true, Ordering::Relaxed);
                     EngineError::Unavailable(format!("the model is no longer loaded in MAX (retry loads it): {msg}"))
                 }
                 _ => EngineError::Internal(format!("MAX: {msg}")),
@@ -294,55 +318,64 @@ impl LoadedModel for MaxModel {
         counters.active.fetch_add(1, Ordering::Relaxed);
         let guard = ActiveGuard { counters: counters.clone(), done: false };
         let lines = ndjson(resp);
+        let live = self.live.clone();
         let events = futures::stream::unfold(
             (lines, guard, None::<Instant>, false),
-            move |(mut lines, mut guard, mut first, ended)| async move {
-                if ended {
-                    return None;
+            move |(mut lines, mut guard, mut first, ended)| {
+                let live = live.clone();
+                async move {
+                    if ended {
+                        return None;
+                    }
+                    let item = match lines.next().await {
+                        None => {
+                            live.lose();
+                            Err(EngineError::Unavailable("the MAX sidecar ended the stream without finishing".into()))
+                        }
+                        Some(Err(e)) => {
+                            live.lose();
+                            Err(EngineError::Unavailable(format!("the MAX sidecar went away mid-request: {e}")))
+                        }
+                        Some(Ok(v)) => {
+                            if let Some(text) = v["token"].as_str() {
+                                first.get_or_insert_with(Instant::now);
+                                return Some((
+                                    Ok(TokenEvent::Token { id: UNKNOWN_TOKEN_ID, text: text.to_string() }),
+                                    (lines, guard, first, false),
+                                ));
+                            }
+                            if let Some(err) = v["error"].as_str() {
+                                Err(EngineError::Internal(format!("MAX failed mid-stream: {err}")))
+                            } else if v["done"] == true {
+                                let n =
+                                    |k: &str| v["usage"][k].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+                                let usage = Usage {
+                                    prompt_tokens: n("prompt_tokens"),
+                                    cached_tokens: n("cached_tokens"),
+                                    completion_tokens: n("completion_tokens"),
+                                };
+                                let c = &guard.counters;
+                                c.finished.fetch_add(1, Ordering::Relaxed);
+                                c.prompt.fetch_add(u64::from(usage.prompt_tokens), Ordering::Relaxed);
+                                c.cached.fetch_add(u64::from(usage.cached_tokens), Ordering::Relaxed);
+                                c.generated.fetch_add(u64::from(usage.completion_tokens), Ordering::Relaxed);
+                                guard.done = true;
+                                let end = Instant::now();
+                                let first = first.unwrap_or(end);
+                                let finish_reason = match v["finish_reason"].as_str() {
+                                    Some("length") => FinishReason::Length,
+                                    _ => FinishReason::Stop,
+                                };
+                                let timings =
+                                    Timings { queue: Duration::ZERO, prompt_eval: first - started, eval: end - first };
+                                Ok(TokenEvent::Done { finish_reason, usage, timings })
+                            } else {
+                                Err(EngineError::Internal(format!("the MAX sidecar sent an unknown event: {v}")))
+                            }
+                        }
+                    };
+                    Some((item, (lines, guard, first, true)))
                 }
-                let item = match lines.next().await {
-                    None => Err(EngineError::Unavailable("the MAX sidecar ended the stream without finishing".into())),
-                    Some(Err(e)) => {
-                        Err(EngineError::Unavailable(format!("the MAX sidecar went away mid-request: {e}")))
-                    }
-                    Some(Ok(v)) => {
-                        if let Some(text) = v["token"].as_str() {
-                            first.get_or_insert_with(Instant::now);
-                            return Some((
-                                Ok(TokenEvent::Token { id: UNKNOWN_TOKEN_ID, text: text.to_string() }),
-                                (lines, guard, first, false),
-                            ));
-                        }
-                        if let Some(err) = v["error"].as_str() {
-                            Err(EngineError::Internal(format!("MAX failed mid-stream: {err}")))
-                        } else if v["done"] == true {
-                            let n = |k: &str| v["usage"][k].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
-                            let usage = Usage {
-                                prompt_tokens: n("prompt_tokens"),
-                                cached_tokens: n("cached_tokens"),
-                                completion_tokens: n("completion_tokens"),
-                            };
-                            let c = &guard.counters;
-                            c.finished.fetch_add(1, Ordering::Relaxed);
-                            c.prompt.fetch_add(u64::from(usage.prompt_tokens), Ordering::Relaxed);
-                            c.cached.fetch_add(u64::from(usage.cached_tokens), Ordering::Relaxed);
-                            c.generated.fetch_add(u64::from(usage.completion_tokens), Ordering::Relaxed);
-                            guard.done = true;
-                            let end = Instant::now();
-                            let first = first.unwrap_or(end);
-                            let finish_reason = match v["finish_reason"].as_str() {
-                                Some("length") => FinishReason::Length,
-                                _ => FinishReason::Stop,
-                            };
-                            let timings =
-                                Timings { queue: Duration::ZERO, prompt_eval: first - started, eval: end - first };
-                            Ok(TokenEvent::Done { finish_reason, usage, timings })
-                        } else {
-                            Err(EngineError::Internal(format!("the MAX sidecar sent an unknown event: {v}")))
-                        }
-                    }
-                };
-                Some((item, (lines, guard, first, true)))
             },
         );
         Ok(Box::pin(events))
@@ -363,10 +396,11 @@ impl LoadedModel for MaxModel {
     }
 
     async fn unload(&self) -> Result<(), EngineError> {
-        if !self.is_healthy() {
+        if !self.live.same_sidecar() {
             return Ok(()); // the sidecar that held it is gone already
         }
         let r = self
+            .live
             .sidecar
             .request(reqwest::Method::POST, &format!("{}/unload", self.url))
             .json(&json!({ "model": self.id }))
@@ -382,8 +416,7 @@ impl LoadedModel for MaxModel {
 
     /// False once the sidecar that held this model restarted (or stopped).
     fn is_healthy(&self) -> bool {
-        !self.lost.load(Ordering::Relaxed)
-            && matches!(self.sidecar.state(), SidecarState::Ready { generation, .. } if generation == self.generation)
+        !self.live.lost.load(Ordering::Relaxed) && self.live.same_sidecar()
     }
 }
 

@@ -84,11 +84,15 @@ pub struct Sidecar {
     state: watch::Sender<SidecarState>,
     started: Mutex<bool>,
     stop: Notify,
+    /// Somebody could not reach the sidecar: check on it now rather than at its next death.
+    check: Notify,
     restarts: std::sync::atomic::AtomicU64,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// How long a caller that could not reach the sidecar waits for the supervisor's verdict.
+const CHECK_PATIENCE: Duration = Duration::from_secs(20);
 /// A sidecar that ran this long before dying restarts without waiting.
 const STABLE_UPTIME: Duration = Duration::from_secs(60);
 
@@ -103,6 +107,7 @@ impl Sidecar {
             state,
             started: Mutex::new(false),
             stop: Notify::new(),
+            check: Notify::new(),
             restarts: 0.into(),
         })
     }
@@ -127,6 +132,13 @@ impl Sidecar {
 
     /// Starts the sidecar if nobody has, and waits until it serves: its URL and generation.
     pub async fn ready(self: &Arc<Self>) -> Result<(String, u64), String> {
+        self.ready_after(0).await
+    }
+
+    /// Like [`Sidecar::ready`], for a caller that could not reach generation `stale`: reports it
+    /// (see [`Sidecar::suspect`]) and waits for a newer generation. If the supervisor finds the
+    /// old one alive and answering after all, that one is returned.
+    pub async fn ready_after(self: &Arc<Self>, stale: u64) -> Result<(String, u64), String> {
         {
             let mut started = self.started.lock().map_err(|_| "sidecar state poisoned".to_string())?;
             if !*started {
@@ -140,17 +152,31 @@ impl Sidecar {
                 }
             }
         }
+        if stale > 0 {
+            self.suspect(stale);
+        }
+        // A remote sidecar has no generations to wait for.
+        let patience = if self.config.url.is_some() { Duration::ZERO } else { CHECK_PATIENCE };
+        let deadline = tokio::time::Instant::now() + patience;
         let mut rx = self.state.subscribe();
         let wait = async {
             loop {
                 match rx.borrow_and_update().clone() {
-                    SidecarState::Ready { url, generation, .. } => return Ok((url, generation)),
+                    SidecarState::Ready { url, generation, .. }
+                        if generation > stale || tokio::time::Instant::now() >= deadline =>
+                    {
+                        return Ok((url, generation))
+                    }
                     SidecarState::Failed { reason } => return Err(reason),
                     SidecarState::Stopped => return Err("the MAX sidecar was stopped".to_string()),
                     _ => {}
                 }
-                if rx.changed().await.is_err() {
-                    return Err("the MAX sidecar supervisor ended".to_string());
+                let patient = tokio::time::Instant::now() < deadline;
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() {
+                        return Err("the MAX sidecar supervisor ended".to_string());
+                    },
+                    () = tokio::time::sleep_until(deadline), if patient => {}
                 }
             }
         };
@@ -158,6 +184,14 @@ impl Sidecar {
         tokio::time::timeout(self.config.start_timeout * 2, wait)
             .await
             .unwrap_or_else(|_| Err("the MAX sidecar did not become ready in time".to_string()))
+    }
+
+    /// A request to generation `generation` could not connect or broke off: have the supervisor
+    /// check at once whether the process is gone or hung, instead of trusting it until it is reaped.
+    pub fn suspect(&self, generation: u64) {
+        if matches!(*self.state.borrow(), SidecarState::Ready { generation: g, .. } if g == generation) {
+            self.check.notify_one();
+        }
     }
 
     /// Stops the sidecar (and the MAX processes it runs) and keeps it stopped.
@@ -204,14 +238,27 @@ impl Sidecar {
                 }
             }
             tracing::info!(%url, generation, pid, "MAX sidecar ready");
-            self.state.send_replace(SidecarState::Ready { url, generation, pid });
+            self.state.send_replace(SidecarState::Ready { url: url.clone(), generation, pid });
             let up = Instant::now();
-            let status = tokio::select! {
-                status = child.wait() => status,
-                () = self.stop.notified() => {
-                    stop_gracefully(&mut child).await;
-                    self.state.send_replace(SidecarState::Stopped);
-                    return;
+            let status = loop {
+                tokio::select! {
+                    status = child.wait() => break status,
+                    () = self.stop.notified() => {
+                        stop_gracefully(&mut child).await;
+                        self.state.send_replace(SidecarState::Stopped);
+                        return;
+                    }
+                    () = self.check.notified() => {
+                        // A process that just died is reaped within moments; a live one must answer.
+                        if let Ok(status) = tokio::time::timeout(Duration::from_secs(1), child.wait()).await {
+                            break status;
+                        }
+                        if !self.answers(&url).await {
+                            tracing::warn!(%url, "the MAX sidecar does not answer its health check; killing it");
+                            let _ = child.start_kill();
+                            break child.wait().await;
+                        }
+                    }
                 }
             };
             let reason = match status {
@@ -264,6 +311,18 @@ impl Sidecar {
             forward_lines(err);
         }
         Ok((child, format!("http://127.0.0.1:{port}")))
+    }
+
+    /// Whether the sidecar answers its health check within a few tries.
+    async fn answers(&self, url: &str) -> bool {
+        for _ in 0..3 {
+            let probe = self.request(reqwest::Method::GET, &format!("{url}/health")).timeout(Duration::from_secs(5));
+            if probe.send().await.is_ok_and(|r| r.status().is_success()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        false
     }
 
     async fn wait_healthy(&self, child: &mut Child, url: &str) -> Result<(), String> {

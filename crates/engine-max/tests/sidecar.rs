@@ -1,7 +1,8 @@
 //! The sidecar supervisor with the real sidecar (`python -m hyperllama_max` from the MAX
 //! environment that scripts/setup-max.sh makes; no model is loaded, so MAX does not compile):
 //! it starts and answers health with the shared secret, comes back as a new generation after a
-//! `kill -9`, and stops for good on shutdown. A missing environment is a clear failure.
+//! `kill -9`, is checked when a caller reports it (kept when it answers, replaced when it hangs),
+//! and stops for good on shutdown. A missing environment is a clear failure.
 
 use std::time::Duration;
 
@@ -53,6 +54,28 @@ async fn supervisor_restarts_a_killed_sidecar_and_stops_it_on_shutdown() {
     assert_eq!(sidecar.state(), SidecarState::Stopped);
     assert!(!std::path::Path::new(&format!("/proc/{pid2}")).exists(), "the sidecar process is gone");
     assert!(sidecar.ready().await.is_err(), "a stopped sidecar stays stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reported_sidecar_is_kept_when_it_answers_and_replaced_when_it_hangs() {
+    let sidecar = Sidecar::new(config());
+    let (url, generation) = sidecar.ready().await.expect("sidecar starts");
+    // A caller that could not reach generation 1 reports it; the supervisor finds it answering
+    // and the caller gets the same one back.
+    let (again, same) = sidecar.ready_after(generation).await.expect("ready");
+    assert_eq!((again.as_str(), same), (url.as_str(), generation));
+    assert_eq!(sidecar.restarts(), 0);
+
+    // A hung sidecar (stopped, so it never answers) is killed and replaced once reported.
+    let SidecarState::Ready { pid: Some(pid), .. } = sidecar.state() else { panic!("no pid") };
+    std::process::Command::new("kill").args(["-STOP", &pid.to_string()]).status().expect("kill");
+    let (url2, generation2) = sidecar.ready_after(generation).await.expect("a new sidecar");
+    assert_eq!(generation2, 2);
+    assert_eq!(sidecar.restarts(), 1);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the hung sidecar was killed");
+    let r = sidecar.request(reqwest::Method::GET, &format!("{url2}/health")).send().await.expect("health");
+    assert_eq!(r.status(), 200);
+    sidecar.shutdown().await;
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use hyperllama_core::{
     FinishReason, GenerateRequest, OutputFormat, Penalties, Prompt, Sampling, SamplingParams, TokenEvent, ToolCall,
     ToolSpec, Usage,
 };
-use hyperllama_engine::TokenStream;
+use hyperllama_engine::{EngineError, TokenStream};
 use serde::Deserialize;
 
 use std::sync::Arc;
@@ -247,9 +247,19 @@ impl Generation {
         started: Instant,
     ) -> Result<Generation, ApiError> {
         request.validate()?;
-        let acquired = state.registry.acquire(model, load).await?;
         let buffer_for_tools = !request.tools.is_empty();
-        let stream = acquired.model.generate(request).await?;
+        let mut acquired = state.registry.acquire(model, load.clone()).await?;
+        let stream = match acquired.model.generate(request.clone()).await {
+            // The model's engine lost it before the request began (an out-of-process engine
+            // restarted): load it again and try once more; nothing was sent to the client yet.
+            Err(EngineError::Unavailable(why)) if !acquired.model.is_healthy() => {
+                tracing::warn!(model = %acquired.name, %why, "the model was lost; loading it again");
+                drop(acquired);
+                acquired = state.registry.acquire(model, load).await?;
+                acquired.model.generate(request).await?
+            }
+            result => result?,
+        };
         let observer = Observer {
             metrics: state.metrics.clone(),
             model: acquired.name.clone(),
