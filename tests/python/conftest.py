@@ -53,6 +53,34 @@ def stop(proc):
         raise AssertionError("the server did not shut down within 20 s of SIGTERM")
 
 
+def descendants(pid):
+    """Every process below `pid`, with its command line."""
+    children = {}
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = {}, [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            try:
+                out[c] = (pathlib.Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except OSError:
+                continue
+            todo.append(c)
+    return out
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
 @pytest.fixture(scope="session")
 def server():
     assert BINARY.exists(), f"{BINARY} missing: build with cargo build --release -p hyperllama"

@@ -4,7 +4,6 @@ and the sidecar killed mid-request: the request gets a clean error, the supervis
 sidecar back, the next request is served, and shutdown leaves no MAX process behind."""
 
 import os
-import pathlib
 import signal
 import subprocess
 import tempfile
@@ -15,42 +14,14 @@ import ollama
 import openai
 import pytest
 
-from conftest import BINARY, model_path, start_server, stop
+from conftest import BINARY, alive, descendants, model_path, start_server, stop
 
 QUESTION = "What is the capital of France? Answer in one sentence."
-
-
-def descendants(pid):
-    """Every process below `pid`, with its command line."""
-    children = {}
-    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    out, todo = {}, [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            try:
-                out[c] = (pathlib.Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ").decode())
-            except OSError:
-                continue
-            todo.append(c)
-    return out
 
 
 def sidecar_pid(server_pid):
     pids = [p for p, cmd in descendants(server_pid).items() if "hyperllama_max" in cmd]
     return pids[0] if pids else None
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (ProcessLookupError, FileNotFoundError):
-        return False
 
 
 def test_generate_with_the_max_engine_from_the_cli():

@@ -22,7 +22,8 @@ pub struct ModelArgs {
     #[arg(long, env = "HYPERLLAMA_GPU_LAYERS")]
     pub gpu_layers: Option<u32>,
     /// The engine: llamacpp (default for GGUF), max (Modular MAX through its sidecar; see
-    /// scripts/setup-max.sh), openai (a remote server: --openai-url; the model is its model id).
+    /// scripts/setup-max.sh), openai (a remote server: --openai-url; the model is its model id),
+    /// vllm (launches `vllm serve MODEL` for this command; MODEL is a hub id or directory).
     #[arg(long, env = "HYPERLLAMA_ENGINE")]
     pub engine: Option<String>,
     /// The remote OpenAI-compatible server (vLLM, llama-server, ...) for --engine openai.

@@ -50,13 +50,23 @@ pub struct ServeArgs {
     #[arg(long, env = "HYPERLLAMA_STEP_TOKENS")]
     pub step_tokens: Option<u32>,
     /// The engine models load with unless the request (`options.engine`) or the model
-    /// (Modelfile `PARAMETER engine`) names one: llamacpp, max, openai. Default: llamacpp for GGUF.
+    /// (Modelfile `PARAMETER engine`) names one: llamacpp, max. Default: llamacpp for GGUF.
     #[arg(long, env = "HYPERLLAMA_ENGINE")]
     pub engine: Option<String>,
-    /// A remote OpenAI-compatible server (vLLM, llama-server, another HyperLlama) for the
-    /// `openai` engine: models created with `PARAMETER engine openai` are served there.
+    /// Remote OpenAI-compatible servers (vLLM, llama-server, other HyperLlama nodes),
+    /// comma-separated: their models are served by name (listed in /api/tags and /v1/models),
+    /// the first node serving a name gets its requests; local models win over remote ones.
     #[arg(long, env = "HYPERLLAMA_OPENAI_URL")]
     pub openai_url: Option<String>,
+    /// OpenAI-compatible servers HyperLlama launches and supervises as fleet nodes: a command
+    /// line each (repeat the flag; `;`-separate in the variable) with `{port}` where the port
+    /// goes, e.g. "llama-server -m m.gguf --port {port}". Restarted when they die, stopped at shutdown.
+    #[arg(long = "launch", env = "HYPERLLAMA_LAUNCH", value_delimiter = ';')]
+    pub launch: Vec<String>,
+    /// vLLM nodes to launch (needs `vllm` installed, a CUDA GPU): "MODEL [vllm serve args]",
+    /// e.g. "Qwen/Qwen2.5-7B-Instruct --tensor-parallel-size 2". Repeat, or `;`-separate.
+    #[arg(long = "vllm", env = "HYPERLLAMA_VLLM", value_delimiter = ';')]
+    pub vllm: Vec<String>,
     /// The remote server's API key (never printed).
     #[arg(long, env = "HYPERLLAMA_OPENAI_API_KEY", hide_env_values = true)]
     pub openai_api_key: Option<String>,
@@ -117,6 +127,8 @@ struct FileConfig {
     step_tokens: Option<u32>,
     engine: Option<String>,
     openai_url: Option<String>,
+    launch: Option<Vec<String>>,
+    vllm: Option<Vec<String>>,
     openai_api_key: Option<String>,
     keep_alive: Option<String>,
     max_loaded_models: Option<usize>,
@@ -166,6 +178,8 @@ pub struct Settings {
     pub step_tokens: Option<u32>,
     pub engine: Option<String>,
     pub openai_url: Option<String>,
+    pub launch: Vec<String>,
+    pub vllm: Vec<String>,
     pub openai_api_key: Option<String>,
     pub keep_alive: String,
     pub max_loaded_models: usize,
@@ -323,8 +337,17 @@ impl ServeArgs {
         });
         let openai_url =
             r.pick("openai_url", Some("HYPERLLAMA_OPENAI_URL"), self.openai_url.clone(), file.openai_url, |v| {
-                opt(v, "none")
+                opt(v, "none (no remote nodes)")
             });
+        let commands = |v: &Option<Vec<String>>| match v {
+            Some(c) if !c.is_empty() => c.join("; "),
+            _ => "none".into(),
+        };
+        let launch = r
+            .pick("launch", Some("HYPERLLAMA_LAUNCH"), Some(self.launch.clone()), file.launch, commands)
+            .unwrap_or_default();
+        let vllm =
+            r.pick("vllm", Some("HYPERLLAMA_VLLM"), Some(self.vllm.clone()), file.vllm, commands).unwrap_or_default();
         let openai_api_key = r.pick(
             "openai_api_key",
             Some("HYPERLLAMA_OPENAI_API_KEY"),
@@ -450,6 +473,8 @@ impl ServeArgs {
             step_tokens,
             engine,
             openai_url,
+            launch,
+            vllm,
             openai_api_key,
             keep_alive,
             max_loaded_models,

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use hyperllama_engine::{Engine, EngineInfo, Health, LoadOptions, LoadedModel};
@@ -32,12 +33,75 @@ pub fn available(remote: &Remote) -> Vec<Arc<dyn Engine>> {
     engines
 }
 
+/// The fleet nodes of `serve`: remote servers (`--openai-url`, comma-separated, in order) and
+/// servers HyperLlama launches (`--launch CMD`, `--vllm "MODEL ARGS"`); the server serves
+/// their models by name.
+pub fn fleet_nodes(
+    urls: Option<&str>,
+    api_key: Option<&str>,
+    launch: &[String],
+    vllm: &[String],
+) -> anyhow::Result<Vec<Arc<dyn Engine>>> {
+    let mut nodes: Vec<Arc<dyn Engine>> = urls
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| Arc::new(OpenAiEngine::new(u, api_key.map(str::to_string))) as Arc<dyn Engine>)
+        .collect();
+    let split = |line: &str| {
+        shlex::split(line).filter(|w| !w.is_empty()).with_context(|| format!("cannot split the command line {line:?}"))
+    };
+    let mut commands = Vec::new();
+    for line in launch {
+        commands.push((split(line)?, Duration::from_secs(300)));
+    }
+    for line in vllm {
+        let words = split(line)?;
+        // vLLM downloads and compiles on its first start: give it time.
+        commands.push((OpenAiEngine::vllm_command(&words[0], &words[1..]), Duration::from_secs(1800)));
+    }
+    for (command, start_timeout) in commands {
+        let program = &command[0];
+        if !on_path(program) {
+            anyhow::bail!(
+                "cannot launch {program:?}: not found{}",
+                if program == "vllm" { " (vLLM runs on a CUDA machine: pip install vllm)" } else { "" }
+            );
+        }
+        let engine = OpenAiEngine::launch(command, None, start_timeout).map_err(anyhow::Error::msg)?;
+        nodes.push(Arc::new(engine));
+    }
+    Ok(nodes)
+}
+
+/// vLLM's `vllm` command and its version, when it is installed.
+pub fn vllm_installed() -> Option<(std::path::PathBuf, String)> {
+    let path = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("vllm")).find(|p| p.is_file()))?;
+    let out = std::process::Command::new(&path).arg("--version").output().ok();
+    let version = out
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown version".into());
+    Some((path, version))
+}
+
+/// Whether `program` is a path that exists or a name found on `PATH`.
+fn on_path(program: &str) -> bool {
+    let p = Path::new(program);
+    if p.components().count() > 1 {
+        return p.exists();
+    }
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
 /// The engine named `id`, or the default for `path`.
 pub fn pick(engines: &[Arc<dyn Engine>], id: Option<&str>, path: &Path) -> anyhow::Result<Arc<dyn Engine>> {
     let ids = || engines.iter().map(|e| e.info().id).collect::<Vec<_>>().join(", ");
     match id {
         Some(id) => engines.iter().find(|e| e.info().id.eq_ignore_ascii_case(id)).cloned().with_context(|| {
-            if id.eq_ignore_ascii_case("openai") || id.eq_ignore_ascii_case("vllm") {
+            if id.eq_ignore_ascii_case("openai") {
                 format!("engine {id:?} needs a server: pass --openai-url URL (vLLM: `vllm serve MODEL`, then its URL)")
             } else {
                 format!("unknown engine {id:?}; this build has: {}", ids())
@@ -71,15 +135,20 @@ pub fn choose(path: &Path) -> (Option<EngineInfo>, String) {
             Err(e) => (None, e.to_string()),
         }
     } else if path.is_dir() && path.join("config.json").exists() {
-        (
-            None,
-            format!(
-                "{}: a Hugging Face safetensors model; serve it with vLLM (`vllm serve {}` on a CUDA GPU) and point \
-                 HyperLlama at it with --engine openai --openai-url URL",
-                path.display(),
-                path.display()
+        let cuda = hyperllama_hw::detect().gpus.iter().any(|g| g.vendor.eq_ignore_ascii_case("nvidia"));
+        let vllm = vllm_installed();
+        let what = format!("{}: a Hugging Face safetensors model", path.display());
+        let why = match (cuda, vllm.is_some()) {
+            (true, true) => format!("{what} on a CUDA GPU -> vLLM: `hyperllama serve --vllm {}`", path.display()),
+            (true, false) => {
+                format!("{what}: vLLM would serve it on this CUDA GPU, but it is not installed (pip install vllm)")
+            }
+            (false, _) => format!(
+                "{what}: vLLM serves it on a CUDA GPU, and this machine has none; run `vllm serve` on a GPU machine \
+                 and put it behind `hyperllama serve --openai-url URL`"
             ),
-        )
+        };
+        (None, why)
     } else {
         (None, format!("{}: only GGUF models are supported by the local engines in this build", path.display()))
     }
@@ -93,6 +162,19 @@ pub async fn load(
     remote: &Remote,
 ) -> anyhow::Result<(Arc<dyn LoadedModel>, Arc<dyn Engine>)> {
     let path = options.path.clone();
+    if engine.is_some_and(|e| e.eq_ignore_ascii_case("vllm")) {
+        // `vllm serve MODEL`, launched for this command and stopped after it.
+        let (vllm, _) = vllm_installed().context(
+            "engine vllm: vllm is not installed (on a CUDA machine: pip install vllm), or run it elsewhere and use \
+             --engine openai --openai-url URL",
+        )?;
+        let mut command = OpenAiEngine::vllm_command(&path.to_string_lossy(), &[]);
+        command[0] = vllm.to_string_lossy().into_owned();
+        let engine: Arc<dyn Engine> =
+            Arc::new(OpenAiEngine::launch(command, None, Duration::from_secs(1800)).map_err(anyhow::Error::msg)?);
+        let model = engine.load(options).await.with_context(|| format!("loading {} with vllm", path.display()))?;
+        return Ok((model, engine));
+    }
     let engine = pick(&available(remote), engine, &path)?;
     let model =
         engine.load(options).await.with_context(|| format!("loading {} with {}", path.display(), engine.info().id))?;

@@ -52,6 +52,19 @@ fn info_explains_the_choice_for_a_model() {
     assert!(v["model"]["reason"].as_str().expect("reason").contains("Q4_1"));
     let text = ok_stdout(&["info"]);
     assert!(text.contains("Cores:") && text.contains("llamacpp"), "{text}");
+    // vLLM is reported either way (installed with its version, or how to get it).
+    assert!(text.lines().any(|l| l.trim_start().starts_with("vllm")), "{text}");
+
+    // A Hugging Face model directory: vLLM's, and the reason names what this machine lacks or has.
+    let dir = std::env::temp_dir().join(format!("hl-info-hf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("config.json"), "{}").expect("config");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok_stdout(&["info", "--json", "--model", dir.to_str().expect("path")])).expect("JSON");
+    let reason = v["model"]["reason"].as_str().expect("reason");
+    assert!(reason.contains("safetensors") && reason.contains("vLLM"), "{reason}");
+    let cuda = v["hardware"]["gpus"].as_array().expect("gpus").iter().any(|g| g["vendor"] == "nvidia");
+    assert_eq!(reason.contains("has none"), !cuda, "{reason}");
 }
 
 #[test]

@@ -11,9 +11,9 @@
 //! Extensions both vLLM and llama-server accept are sent only when a request needs them:
 //! `top_k`, `min_p`, `repetition_penalty`/`repeat_penalty`, `ignore_eos`, `cache_prompt`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hyperllama_core::{
@@ -21,17 +21,19 @@ use hyperllama_core::{
     ValidationError, UNKNOWN_TOKEN_ID,
 };
 use hyperllama_engine::{
-    Embeddings, Engine, EngineError, EngineInfo, Health, LoadOptions, LoadedModel, ModelInfo, ModelStats, TokenStream,
+    Embeddings, Engine, EngineError, EngineInfo, Health, LoadOptions, LoadedModel, ModelInfo, ModelStats, ServedModel,
+    TokenStream,
 };
+use hyperllama_supervisor::{ProcessSpec, State, Supervisor, PORT};
 use serde_json::{json, Value};
 
-/// A remote OpenAI-compatible server.
+/// An OpenAI-compatible server: remote (a URL), or launched and supervised by HyperLlama
+/// (`vllm serve`, `llama-server`, any command that serves `/v1` on a port it is given).
 #[derive(Clone)]
 pub struct OpenAiEngine {
-    /// `http://host:port/v1`
-    base: String,
-    api_key: Option<String>,
-    http: reqwest::Client,
+    server: Arc<Supervisor>,
+    /// The command line of a launched server (for `info` and errors).
+    command: Option<String>,
 }
 
 impl OpenAiEngine {
@@ -40,29 +42,85 @@ impl OpenAiEngine {
         let u = url.trim().trim_end_matches('/');
         let u = if u.contains("://") { u.to_string() } else { format!("http://{u}") };
         let base = if u.ends_with("/v1") { u } else { format!("{u}/v1") };
-        Self { base, api_key, http: reqwest::Client::new() }
+        Self { server: Supervisor::remote(&base, api_key), command: None }
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
+    /// A server HyperLlama runs: `command` (program and arguments, [`PORT`] where the port
+    /// goes) is started on first use on a free loopback port, health-checked on `/v1/models`,
+    /// restarted when it dies and stopped at shutdown. `api_key`, when the server wants one.
+    pub fn launch(command: Vec<String>, api_key: Option<String>, start_timeout: Duration) -> Result<Self, String> {
+        let (program, args) = command.split_first().ok_or("an empty command")?;
+        if !command.iter().any(|a| a.contains(PORT)) {
+            return Err(format!("the command must take its port from {PORT}: {}", command.join(" ")));
+        }
+        let name = std::path::Path::new(program).file_name().map(|n| n.to_string_lossy().into_owned());
+        let spec = ProcessSpec {
+            name: name.unwrap_or_else(|| program.clone()),
+            program: program.into(),
+            args: args.to_vec(),
+            env: Vec::new(),
+            health_path: "/v1/models".into(),
+            missing_hint: format!("is {program} installed?"),
+            start_timeout,
+            log_target: "openai_server",
+        };
+        Ok(Self { server: Supervisor::launch(spec, api_key), command: Some(command.join(" ")) })
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, format!("{}{path}", self.base));
-        match &self.api_key {
-            Some(k) => r.bearer_auth(k),
-            None => r,
+    /// `vllm serve MODEL` on loopback with the port HyperLlama gives it, and `extra` arguments
+    /// (`--tensor-parallel-size 2`, `--pipeline-parallel-size 2` for a Ray cluster, ...).
+    pub fn vllm_command(model: &str, extra: &[String]) -> Vec<String> {
+        let mut c: Vec<String> =
+            ["vllm", "serve", model, "--host", "127.0.0.1", "--port", PORT].map(String::from).into();
+        // Clients name the model as given, whatever vLLM would call a local path.
+        if !extra.iter().any(|a| a == "--served-model-name") {
+            c.extend(["--served-model-name".to_string(), model.to_string()]);
+        }
+        c.extend(extra.iter().cloned());
+        c
+    }
+
+    /// The server's API URL now (`http://host:port/v1`), or what will be launched.
+    pub fn base_url(&self) -> String {
+        match (self.server.state(), &self.command) {
+            (State::Ready { url, .. }, None) => url,
+            (State::Ready { url, .. }, Some(_)) => format!("{url}/v1"),
+            (_, Some(command)) => format!("launch: {command}"),
+            (_, None) => "a remote server".into(),
         }
     }
 
-    /// The ids the server serves, with their metadata.
-    async fn models(&self) -> Result<Vec<Value>, EngineError> {
+    /// The API URL of the running server and its generation (starting it if needed); with
+    /// `stale`, one newer than a generation that could not be reached.
+    async fn base(&self, stale: u64) -> Result<(String, u64), EngineError> {
+        let (url, generation) = self.server.ready_after(stale).await.map_err(EngineError::Unavailable)?;
+        Ok((if self.command.is_some() { format!("{url}/v1") } else { url }, generation))
+    }
+
+    fn request(&self, method: reqwest::Method, base: &str, path: &str) -> reqwest::RequestBuilder {
+        self.server.request(method, &format!("{base}{path}"))
+    }
+
+    /// The ids the server serves, with their metadata, and where: a launched server that
+    /// cannot be reached is reported to its supervisor and its replacement asked.
+    async fn models(&self) -> Result<(Vec<Value>, String, u64), EngineError> {
+        let (base, generation) = self.base(0).await?;
+        match self.models_at(&base).await {
+            Err(EngineError::Unavailable(_)) if self.command.is_some() => {
+                let (base, generation) = self.base(generation).await?;
+                Ok((self.models_at(&base).await?, base, generation))
+            }
+            other => Ok((other?, base, generation)),
+        }
+    }
+
+    async fn models_at(&self, base: &str) -> Result<Vec<Value>, EngineError> {
         let resp = self
-            .request(reqwest::Method::GET, "/models")
+            .request(reqwest::Method::GET, base, "/models")
             .send()
             .await
-            .map_err(|e| EngineError::Unavailable(format!("cannot reach {}: {e}", self.base)))?;
-        let resp = check(resp, &self.base).await?;
+            .map_err(|e| EngineError::Unavailable(format!("cannot reach {base}: {e}")))?;
+        let resp = check(resp, base).await?;
         let v: Value = resp.json().await.map_err(|e| EngineError::Internal(format!("bad /models answer: {e}")))?;
         Ok(v["data"].as_array().cloned().unwrap_or_default())
     }
@@ -96,26 +154,57 @@ async fn check(resp: reqwest::Response, base: &str) -> Result<reqwest::Response,
 #[async_trait::async_trait]
 impl Engine for OpenAiEngine {
     fn info(&self) -> EngineInfo {
-        EngineInfo { id: "openai", version: self.base.clone(), formats: vec!["remote"], devices: vec!["remote".into()] }
+        EngineInfo { id: "openai", version: self.base_url(), formats: vec!["remote"], devices: vec!["remote".into()] }
     }
 
     async fn health(&self) -> Health {
+        if self.command.is_some() {
+            match self.server.state() {
+                State::Ready { .. } => {}
+                State::Failed { reason } => return Health::Unavailable { reason },
+                State::Stopped => return Health::Unavailable { reason: "stopped".into() },
+                State::NotStarted => return Health::Loading { detail: "starts on first use".into() },
+                State::Starting { .. } | State::Restarting { .. } => {
+                    return Health::Loading { detail: "the server is starting".into() }
+                }
+            }
+        }
         match self.models().await {
             Ok(_) => Health::Ready,
             Err(e) => Health::Unavailable { reason: e.to_string() },
         }
     }
 
+    async fn shutdown(&self) {
+        self.server.shutdown().await;
+    }
+
+    async fn served_models(&self) -> Result<Vec<ServedModel>, EngineError> {
+        Ok(self
+            .models()
+            .await?
+            .0
+            .iter()
+            .filter_map(|m| {
+                Some(ServedModel {
+                    id: m["id"].as_str()?.to_string(),
+                    owned_by: m["owned_by"].as_str().unwrap_or_default().to_string(),
+                    created: m["created"].as_i64().unwrap_or(0),
+                    context_length: context_of(m),
+                })
+            })
+            .collect())
+    }
+
     /// "Loads" the model the remote server serves under `options.path` (its model id).
     async fn load(&self, options: LoadOptions) -> Result<Arc<dyn LoadedModel>, EngineError> {
         let id = options.path.to_string_lossy().into_owned();
-        let models = self.models().await?;
+        let (models, base, generation) = self.models().await?;
         let Some(meta) = models.iter().find(|m| m["id"].as_str() == Some(id.as_str())) else {
             let served: Vec<&str> = models.iter().filter_map(|m| m["id"].as_str()).collect();
-            return Err(EngineError::Load(format!("{} does not serve {id:?}; it serves {served:?}", self.base)));
+            return Err(EngineError::Load(format!("{base} does not serve {id:?}; it serves {served:?}")));
         };
-        // vLLM says max_model_len; llama-server says meta.n_ctx_train.
-        let context = meta["max_model_len"].as_u64().or_else(|| meta["meta"]["n_ctx_train"].as_u64()).unwrap_or(0);
+        let context = context_of(meta);
         let info = ModelInfo {
             name: id.clone(),
             architecture: "remote".into(),
@@ -126,8 +215,21 @@ impl Engine for OpenAiEngine {
             size_bytes: meta["meta"]["size"].as_u64().unwrap_or(0),
             ..ModelInfo::default()
         };
-        Ok(Arc::new(RemoteModel { engine: self.clone(), id, info, stats: Arc::default() }))
+        Ok(Arc::new(RemoteModel {
+            engine: self.clone(),
+            base,
+            generation,
+            lost: AtomicBool::new(false),
+            id,
+            info,
+            stats: Arc::default(),
+        }))
     }
+}
+
+/// The context a `/v1/models` entry states: vLLM says `max_model_len`, llama-server `meta.n_ctx_train`.
+fn context_of(meta: &Value) -> u64 {
+    meta["max_model_len"].as_u64().or_else(|| meta["meta"]["n_ctx_train"].as_u64()).unwrap_or(0)
 }
 
 #[derive(Default)]
@@ -140,6 +242,11 @@ struct Counters {
 /// One model of a remote server.
 pub struct RemoteModel {
     engine: OpenAiEngine,
+    /// The API URL of the server process it was loaded from.
+    base: String,
+    generation: u64,
+    /// A launched server it was loaded from could not be reached: load it again.
+    lost: AtomicBool,
     id: String,
     info: ModelInfo,
     stats: Arc<Counters>,
@@ -250,12 +357,12 @@ impl LoadedModel for RemoteModel {
         let started = Instant::now();
         let resp = self
             .engine
-            .request(reqwest::Method::POST, path)
+            .request(reqwest::Method::POST, &self.base, path)
             .json(&body)
             .send()
             .await
-            .map_err(|e| EngineError::Unavailable(format!("cannot reach {}: {e}", self.engine.base)))?;
-        let resp = check(resp, &self.engine.base).await?;
+            .map_err(|e| self.unreachable(e))?;
+        let resp = check(resp, &self.base).await?;
         let stats = self.stats.clone();
         let chat = path == "/chat/completions";
         let events = futures::stream::unfold(
@@ -324,12 +431,12 @@ impl LoadedModel for RemoteModel {
         }
         let resp = self
             .engine
-            .request(reqwest::Method::POST, "/embeddings")
+            .request(reqwest::Method::POST, &self.base, "/embeddings")
             .json(&json!({ "model": self.id, "input": inputs }))
             .send()
             .await
-            .map_err(|e| EngineError::Unavailable(format!("cannot reach {}: {e}", self.engine.base)))?;
-        let v: Value = check(resp, &self.engine.base)
+            .map_err(|e| self.unreachable(e))?;
+        let v: Value = check(resp, &self.base)
             .await?
             .json()
             .await
@@ -365,6 +472,24 @@ impl LoadedModel for RemoteModel {
 
     async fn unload(&self) -> Result<(), EngineError> {
         Ok(())
+    }
+
+    /// False once a launched server it was loaded from restarted or could not be reached.
+    fn is_healthy(&self) -> bool {
+        self.engine.command.is_none()
+            || (!self.lost.load(Ordering::Relaxed)
+                && matches!(self.engine.server.state(), State::Ready { generation, .. } if generation == self.generation))
+    }
+}
+
+impl RemoteModel {
+    /// The error for a request that could not reach the server; a launched server is checked.
+    fn unreachable(&self, e: reqwest::Error) -> EngineError {
+        if self.engine.command.is_some() {
+            self.lost.store(true, Ordering::Relaxed);
+            self.engine.server.suspect(self.generation);
+        }
+        EngineError::Unavailable(format!("cannot reach {}: {e}", self.base))
     }
 }
 

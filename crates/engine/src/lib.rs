@@ -158,6 +158,22 @@ pub trait Engine: Send + Sync {
     async fn load(&self, options: LoadOptions) -> Result<Arc<dyn LoadedModel>, EngineError>;
     /// Stops what the engine runs beside this process (a sidecar, a launched server).
     async fn shutdown(&self) {}
+    /// The models an engine serves from elsewhere (a remote server's catalog); loading one
+    /// takes its id as [`LoadOptions::path`]. Engines that load files list nothing.
+    async fn served_models(&self) -> Result<Vec<ServedModel>, EngineError> {
+        Ok(Vec::new())
+    }
+}
+
+/// One model of a remote engine's catalog.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServedModel {
+    pub id: String,
+    pub owned_by: String,
+    /// Unix seconds (0 when the server does not say).
+    pub created: i64,
+    /// The context the server serves it with (0 when it does not say).
+    pub context_length: u64,
 }
 
 /// One model, loaded and ready.

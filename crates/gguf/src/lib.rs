@@ -57,8 +57,9 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// The product of the dimensions (the reader refuses tensors where it overflows).
     pub fn n_elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.dims.iter().fold(1u64, |n, &d| n.saturating_mul(d))
     }
     /// Bytes of data, when the type's block layout is known.
     pub fn n_bytes(&self) -> Option<u64> {
@@ -120,7 +121,7 @@ impl GgufFile {
     }
     /// The number of weights, summed over tensors.
     pub fn parameter_count(&self) -> u64 {
-        self.tensors.iter().map(TensorInfo::n_elements).sum()
+        self.tensors.iter().fold(0u64, |n, t| n.saturating_add(t.n_elements()))
     }
     /// The file's quantization: `general.file_type` when present, else the most common
     /// weight type among 2-D tensors.
@@ -132,7 +133,8 @@ impl GgufFile {
         }
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         for t in self.tensors.iter().filter(|t| t.dims.len() >= 2) {
-            *counts.entry(t.ggml_type.to_string()).or_default() += t.n_elements();
+            let n = counts.entry(t.ggml_type.to_string()).or_default();
+            *n = n.saturating_add(t.n_elements());
         }
         counts.into_iter().max_by_key(|(_, n)| *n).map(|(k, _)| k).unwrap_or_else(|| "unknown".into())
     }
@@ -179,7 +181,8 @@ pub struct MemoryEstimate {
 
 impl GgufFile {
     pub fn memory_estimate(&self, ctx: u64, parallel: u64) -> MemoryEstimate {
-        let weights: u64 = self.tensors.iter().map(|t| t.n_bytes().unwrap_or(0)).sum();
+        // Header values are untrusted: every sum and product saturates.
+        let weights = self.tensors.iter().fold(0u64, |n, t| n.saturating_add(t.n_bytes().unwrap_or(0)));
         let weights = if weights == 0 { self.file_size } else { weights };
         let layers = self.block_count().unwrap_or(0);
         let embd = self.embedding_length().unwrap_or(0);
@@ -188,14 +191,19 @@ impl GgufFile {
         let head_k = self.arch_u64("attention.key_length").unwrap_or(embd / heads);
         let head_v = self.arch_u64("attention.value_length").unwrap_or(embd / heads);
         let tokens = ctx.saturating_mul(parallel.max(1));
-        let kv_cache =
-            tokens.saturating_mul(layers).saturating_mul(kv_heads).saturating_mul(head_k + head_v).saturating_mul(2);
+        let kv_cache = tokens
+            .saturating_mul(layers)
+            .saturating_mul(kv_heads)
+            .saturating_mul(head_k.saturating_add(head_v))
+            .saturating_mul(2);
         let vocab = match self.get("tokenizer.ggml.tokens") {
             Some(Value::Array(a)) => a.len() as u64,
             _ => 32_000,
         };
         let ubatch = 512u64.min(ctx.max(1));
-        let compute = 4 * ubatch * (vocab + 6 * embd) + 4 * ubatch * ctx.min(tokens);
-        MemoryEstimate { weights, kv_cache, compute, total: weights + kv_cache + compute }
+        let compute = (4 * ubatch)
+            .saturating_mul(vocab.saturating_add(embd.saturating_mul(6)))
+            .saturating_add((4 * ubatch).saturating_mul(ctx.min(tokens)));
+        MemoryEstimate { weights, kv_cache, compute, total: weights.saturating_add(kv_cache).saturating_add(compute) }
     }
 }

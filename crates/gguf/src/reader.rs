@@ -155,6 +155,9 @@ pub(crate) fn read(path: &Path) -> Result<GgufFile, GgufError> {
         for _ in 0..n_dims {
             dims.push(c.u64(&format!("tensor {name}"))?);
         }
+        if dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d)).is_none() {
+            return Err(c.corrupt(&format!("tensor {name} has more elements than fit in 64 bits: {dims:?}")));
+        }
         let ggml_type = GgmlType(c.u32(&format!("tensor {name}"))?);
         let offset = c.u64(&format!("tensor {name}"))?;
         tensors.push(TensorInfo { name, dims, ggml_type, offset });

@@ -127,3 +127,36 @@ fn memory_estimate_scales_with_context() {
     assert!(b.total > a.total);
     assert_eq!(a.total, a.weights + a.kv_cache + a.compute);
 }
+
+/// Found by `cargo fuzz` (gguf_metadata): dimensions whose product overflows 64 bits.
+#[test]
+fn tensors_with_more_elements_than_u64_holds_are_corrupt() {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(1u64.to_le_bytes()); // tensors
+    b.extend(0u64.to_le_bytes()); // kv
+    b.extend(1u64.to_le_bytes());
+    b.push(b'w');
+    b.extend(2u32.to_le_bytes());
+    b.extend((1u64 << 33).to_le_bytes());
+    b.extend((1u64 << 33).to_le_bytes());
+    b.extend(0u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    let f = write(&b);
+    match GgufFile::open(f.path()).unwrap_err() {
+        GgufError::Corrupt { reason, .. } => assert!(reason.contains("64 bits"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Header values are untrusted: a huge embedding length saturates the estimate, never wraps.
+#[test]
+fn memory_estimate_saturates_on_hostile_metadata() {
+    let f = write(&tiny_gguf(8, 32));
+    let mut g = GgufFile::open(f.path()).expect("open");
+    g.metadata.insert("llama.embedding_length".into(), Value::U64(u64::MAX / 3));
+    g.metadata.insert("llama.block_count".into(), Value::U64(u64::MAX));
+    let est = g.memory_estimate(4096, 4);
+    assert_eq!(est.total, u64::MAX);
+    assert!(est.compute > 4096 && est.kv_cache == u64::MAX, "{est:?}");
+}

@@ -20,6 +20,7 @@ mod keep_alive;
 pub mod metrics;
 pub mod middleware;
 pub mod registry;
+pub mod remotes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub use engines::Engines;
 pub use error::{ApiError, ErrorKind};
 pub use keep_alive::KeepAlive;
 pub use registry::{Registry, RegistryConfig, DEFAULT_MAX_QUEUE, DEFAULT_PARALLEL};
+pub use remotes::Remotes;
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -165,6 +167,10 @@ pub async fn serve(
     let registry = state.registry.clone();
     let grace_period = state.http.shutdown_grace;
     let reaper = registry.clone().spawn_reaper();
+    let remotes = registry.remotes().clone();
+    // The fleet's catalogs before the first request, then in the background.
+    remotes.refresh().await;
+    let refresher = remotes.clone().spawn_refresher(REMOTE_REFRESH);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown.await;
@@ -207,10 +213,17 @@ pub async fn serve(
         }
     };
     reaper.abort();
+    if let Some(r) = refresher {
+        r.abort();
+    }
     registry.unload_all().await;
     registry.engines().shutdown().await;
+    remotes.shutdown().await;
     result
 }
+
+/// How often the remote nodes' model lists are fetched again.
+pub const REMOTE_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long shutdown waits for in-flight responses.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);

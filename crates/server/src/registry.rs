@@ -14,6 +14,7 @@ use hyperllama_engine::{Engine, LoadOptions, LoadedModel};
 use hyperllama_store::{Digest, Manifest, ModelName, Store};
 use serde::Serialize;
 
+use crate::remotes::{remote_url, Remotes};
 use crate::{ApiError, Engines, ErrorKind, KeepAlive};
 
 #[derive(Debug, Clone)]
@@ -126,6 +127,8 @@ pub struct Running {
 
 pub struct Registry {
     engines: Engines,
+    /// Nodes whose models are served by name when the store does not have them.
+    remotes: Arc<Remotes>,
     store: Store,
     config: RegistryConfig,
     loaded: tokio::sync::Mutex<HashMap<String, Slot>>,
@@ -140,7 +143,24 @@ impl Registry {
 
     /// A registry that picks an engine per model (see [`Engines::choose`]).
     pub fn with_engines(engines: Engines, store: Store, config: RegistryConfig) -> Self {
-        Self { engines, store, config, loaded: Default::default(), details: Default::default() }
+        Self {
+            engines,
+            remotes: Arc::default(),
+            store,
+            config,
+            loaded: Default::default(),
+            details: Default::default(),
+        }
+    }
+
+    /// Serves the models of these nodes too (the fleet's front door).
+    pub fn with_remotes(mut self, remotes: Arc<Remotes>) -> Self {
+        self.remotes = remotes;
+        self
+    }
+
+    pub fn remotes(&self) -> &Arc<Remotes> {
+        &self.remotes
     }
 
     pub fn engines(&self) -> &Engines {
@@ -160,7 +180,22 @@ impl Registry {
         &self.config.hub
     }
 
-    pub fn manifest(&self, name: &str) -> Result<(ModelName, Manifest), ApiError> {
+    /// The model `name` names, and the key it is loaded under: a model of the store, or else a
+    /// model one of the remote nodes serves (see [`Remotes`]).
+    pub fn manifest(&self, name: &str) -> Result<(String, Manifest), ApiError> {
+        let local = self.local_manifest(name);
+        match local {
+            Err(e) if e.status() == axum::http::StatusCode::NOT_FOUND || e.status().as_u16() == 400 => {
+                match self.remotes.find(name) {
+                    Some(remote) => Ok((remote.served.id.clone(), remote.manifest())),
+                    None => Err(e),
+                }
+            }
+            other => other.map(|(parsed, m)| (parsed.to_string(), m)),
+        }
+    }
+
+    fn local_manifest(&self, name: &str) -> Result<(ModelName, Manifest), ApiError> {
         // `hf.co/owner/repo:Q4_K_M` is stored as `owner/repo:q4_k_m`.
         let bare = name.strip_prefix("hf.co/").or_else(|| name.strip_prefix("huggingface.co/")).unwrap_or(name);
         let mut parsed = ModelName::parse(bare)?;
@@ -181,6 +216,12 @@ impl Registry {
 
     /// GGUF facts for a manifest's weights, read once per blob.
     pub fn details(&self, manifest: &Manifest) -> Result<Arc<ModelDetails>, ApiError> {
+        if let Some(url) = remote_url(manifest) {
+            return Err(ApiError::bad_request(format!(
+                "{} is served by {url}; its weights are not in this server's store",
+                manifest.name
+            )));
+        }
         if let Some(d) = self.details.lock().ok().and_then(|c| c.get(&manifest.model).cloned()) {
             return Ok(d);
         }
@@ -225,8 +266,13 @@ impl Registry {
 
     /// The model `name`, loaded with the requested options; loads (or reloads) when needed.
     pub async fn acquire(&self, name: &str, req: LoadRequest) -> Result<Acquired, ApiError> {
-        let (parsed, manifest) = self.manifest(name)?;
-        let key = parsed.to_string();
+        let (key, manifest) = self.manifest(name)?;
+        if let Some(node) = self.remotes.node_for(&manifest) {
+            // The node owns the model's context, threads and memory.
+            let options = LoadOptions { path: PathBuf::from(&manifest.name), ..LoadOptions::default() };
+            let why = format!("served by {}", node.info().version);
+            return self.acquire_with(key, manifest, node, why, options, None, req.keep_alive).await;
+        }
         let param_u32 =
             |k: &str| manifest.parameters.get(k).and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok());
         let options = LoadOptions {
@@ -238,10 +284,26 @@ impl Registry {
             max_queue: Some(self.config.max_queue),
             step_tokens: self.config.step_tokens,
         };
-        let keep_alive = req.keep_alive.unwrap_or(self.config.keep_alive);
         let ctx = self.context_for(&manifest, options.ctx_size)?;
         let (engine, why) =
             self.engines.choose(req.engine.as_deref(), manifest.parameters.get("engine").and_then(|v| v.as_str()))?;
+        self.acquire_with(key, manifest, engine, why, options, Some(ctx), req.keep_alive).await
+    }
+
+    /// Loads (unless loaded alike) `key` with `engine`; `ctx` is the context whose memory is
+    /// checked first (none for remote models).
+    #[allow(clippy::too_many_arguments)]
+    async fn acquire_with(
+        &self,
+        key: String,
+        manifest: Manifest,
+        engine: Arc<dyn Engine>,
+        why: String,
+        options: LoadOptions,
+        ctx: Option<u64>,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Acquired, ApiError> {
+        let keep_alive = keep_alive.unwrap_or(self.config.keep_alive);
         let engine_id = engine.info().id;
 
         let mut loaded = self.loaded.lock().await;
@@ -255,7 +317,9 @@ impl Registry {
                 let _ = old.model.unload().await;
             }
             self.evict_for_one_more(&mut loaded).await;
-            self.check_memory(&manifest, ctx)?;
+            if let Some(ctx) = ctx {
+                self.check_memory(&manifest, ctx)?;
+            }
             let t0 = Instant::now();
             let model = engine.load(options.clone()).await?;
             load_duration = t0.elapsed();
@@ -345,7 +409,7 @@ impl Registry {
     /// Returns whether it was loaded.
     pub async fn unload(&self, name: &str) -> Result<bool, ApiError> {
         let key = match self.manifest(name) {
-            Ok((parsed, _)) => parsed.to_string(),
+            Ok((key, _)) => key,
             Err(_) => ModelName::parse(name)?.to_string(),
         };
         let mut loaded = self.loaded.lock().await;

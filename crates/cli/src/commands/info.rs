@@ -23,6 +23,8 @@ struct Info {
     engines: Vec<EngineReport>,
     /// The engine picked for a GGUF model on this machine.
     default_gguf_engine: &'static str,
+    /// vLLM, which `serve --vllm` launches: its command and version, when installed.
+    vllm: Option<Vllm>,
     #[serde(skip_serializing_if = "Option::is_none")]
     model: Option<ModelChoice>,
 }
@@ -32,6 +34,12 @@ struct EngineReport {
     #[serde(flatten)]
     info: hyperllama_engine::EngineInfo,
     health: hyperllama_engine::Health,
+}
+
+#[derive(Serialize)]
+struct Vllm {
+    path: PathBuf,
+    version: String,
 }
 
 #[derive(Serialize)]
@@ -57,6 +65,7 @@ pub async fn run(args: InfoArgs) -> anyhow::Result<()> {
         hardware: hyperllama_hw::detect(),
         engines,
         default_gguf_engine: "llamacpp",
+        vllm: crate::engines::vllm_installed().map(|(path, version)| Vllm { path, version }),
         model,
     };
     if args.json {
@@ -95,6 +104,12 @@ pub async fn run(args: InfoArgs) -> anyhow::Result<()> {
             e.formats.join(","),
             e.devices.join(",")
         );
+    }
+    match &info.vllm {
+        Some(v) => println!("  {:<10} {} ({}): launched by `serve --vllm MODEL`", "vllm", v.version, v.path.display()),
+        None => {
+            println!("  {:<10} not installed (on a CUDA machine: pip install vllm; then `serve --vllm MODEL`)", "vllm")
+        }
     }
     println!("GGUF models run on: {}", info.default_gguf_engine);
     if let Some(m) = &info.model {

@@ -49,28 +49,38 @@ pub async fn run(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<
     let dir = models_dir(settings.models.clone())?;
     let store =
         hyperllama_store::Store::open(&dir).with_context(|| format!("opening the model store {}", dir.display()))?;
-    let remote = crate::engines::Remote { url: settings.openai_url.clone(), api_key: settings.openai_api_key.clone() };
-    let engines = Engines::new(crate::engines::available(&remote)).prefer(settings.engine.clone());
+    // Local engines load the store's models; remote nodes serve theirs by name.
+    let engines =
+        Engines::new(crate::engines::available(&crate::engines::Remote::default())).prefer(settings.engine.clone());
+    let remotes = Arc::new(hyperllama_server::Remotes::new(crate::engines::fleet_nodes(
+        settings.openai_url.as_deref(),
+        settings.openai_api_key.as_deref(),
+        &settings.launch,
+        &settings.vllm,
+    )?));
     if let Some(id) = &settings.engine {
         if engines.get(id).is_none() {
             anyhow::bail!("--engine {id:?} is not available; this server has: {}", engines.ids().join(", "));
         }
     }
-    let registry = Arc::new(Registry::with_engines(
-        engines,
-        store,
-        RegistryConfig {
-            ctx_size: settings.ctx_size,
-            threads: settings.threads,
-            parallel: settings.parallel,
-            max_queue: settings.max_queue,
-            step_tokens: settings.step_tokens,
-            keep_alive,
-            max_loaded: settings.max_loaded_models,
-            memory_limit: settings.memory_limit,
-            hub: hyperllama_store::hub::HubConfig::from_env(),
-        },
-    ));
+    let registry = Arc::new(
+        Registry::with_engines(
+            engines,
+            store,
+            RegistryConfig {
+                ctx_size: settings.ctx_size,
+                threads: settings.threads,
+                parallel: settings.parallel,
+                max_queue: settings.max_queue,
+                step_tokens: settings.step_tokens,
+                keep_alive,
+                max_loaded: settings.max_loaded_models,
+                memory_limit: settings.memory_limit,
+                hub: hyperllama_store::hub::HubConfig::from_env(),
+            },
+        )
+        .with_remotes(remotes),
+    );
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     if !local.ip().is_loopback() && !auth.enabled() {

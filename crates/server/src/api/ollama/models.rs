@@ -13,9 +13,16 @@ use serde_json::{json, Value};
 use super::types::{CopyBody, CreateBody, LicenseField, ModelBody};
 use super::Json;
 use crate::extract::DialectJson;
+use crate::remotes::remote_url;
 use crate::{ApiError, AppState, ErrorKind};
 
 fn details_json(state: &AppState, m: &Manifest) -> Value {
+    if remote_url(m).is_some() {
+        return json!({
+            "parent_model": "", "format": "remote", "family": "", "families": null,
+            "parameter_size": "", "quantization_level": "",
+        });
+    }
     match state.registry.details(m) {
         Ok(d) => json!({
             "parent_model": "",
@@ -30,7 +37,7 @@ fn details_json(state: &AppState, m: &Manifest) -> Value {
 }
 
 pub async fn tags(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let models: Vec<Value> = state
+    let mut models: Vec<Value> = state
         .registry
         .store()
         .list()?
@@ -42,6 +49,15 @@ pub async fn tags(State(state): State<AppState>) -> Result<Response, ApiError> {
             })
         })
         .collect();
+    // The fleet's models, with Ollama's fields for models served elsewhere.
+    for r in state.registry.remotes().list() {
+        let m = r.manifest();
+        models.push(json!({
+            "name": m.name, "model": m.name, "modified_at": m.modified_at, "size": 0,
+            "digest": m.model.hex(), "details": details_json(&state, &m),
+            "remote_model": r.served.id, "remote_host": r.url,
+        }));
+    }
     Ok(axum::Json(json!({ "models": models })).into_response())
 }
 
@@ -84,6 +100,16 @@ fn modelfile(state: &AppState, m: &Manifest) -> String {
 
 pub async fn show(State(state): State<AppState>, DialectJson(body, _): Json<ModelBody>) -> Result<Response, ApiError> {
     let (_, m) = state.registry.manifest(&body.model)?;
+    if let Some(url) = remote_url(&m) {
+        // Served by a node: what it says about the model is all there is.
+        return Ok(axum::Json(json!({
+            "license": "", "modelfile": format!("# served by {url}\nFROM {}\n", m.name), "parameters": "",
+            "template": "", "system": "", "details": details_json(&state, &m),
+            "model_info": { "general.architecture": "remote" }, "capabilities": ["completion"],
+            "remote_model": m.name, "remote_host": url, "modified_at": m.modified_at,
+        }))
+        .into_response());
+    }
     let d = state.registry.details(&m)?;
     let template = m.template.clone().or(d.chat_template.clone()).unwrap_or_default();
     let messages: Vec<Value> =

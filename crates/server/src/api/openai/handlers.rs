@@ -413,7 +413,11 @@ fn model_json(m: &hyperllama_store::Manifest) -> Value {
 }
 
 pub async fn list_models(State(state): State<AppState>) -> Result<Response> {
-    let data: Vec<Value> = state.registry.store().list()?.iter().map(model_json).collect();
+    let mut data: Vec<Value> = state.registry.store().list()?.iter().map(model_json).collect();
+    for r in state.registry.remotes().list() {
+        let owner = if r.served.owned_by.is_empty() { r.url.clone() } else { r.served.owned_by.clone() };
+        data.push(json!({ "id": r.served.id, "object": "model", "created": r.served.created, "owned_by": owner }));
+    }
     Ok(axum::Json(json!({ "object": "list", "data": data })).into_response())
 }
 

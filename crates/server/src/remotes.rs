@@ -1,0 +1,178 @@
+//! The fleet behind this server: remote OpenAI-compatible servers (vLLM, llama-server, other
+//! HyperLlama nodes) whose models this server serves by name, so clients talk to one front door.
+//!
+//! A model name the local store does not have is looked up in the nodes' catalogs (their
+//! `/v1/models`, refreshed in the background); the first node, in the order given, that serves
+//! it gets the request, through the `openai` engine. Local models win over remote ones of the
+//! same name. A node that cannot be reached keeps its last known catalog, so its models answer
+//! "unavailable" (503) rather than "not found" while it is down.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hyperllama_engine::{Engine, ServedModel};
+use hyperllama_store::{Digest, Manifest};
+use sha2::{Digest as _, Sha256};
+
+/// `Manifest::source` of a model that lives on a node: `remote:<node index>:<its API URL>`.
+const SOURCE_PREFIX: &str = "remote:";
+
+/// One model of one node.
+#[derive(Debug, Clone)]
+pub struct RemoteModel {
+    pub node: usize,
+    /// The node's API URL (`http://host:port/v1`).
+    pub url: String,
+    pub served: ServedModel,
+}
+
+#[derive(Default)]
+pub struct Remotes {
+    nodes: Vec<Arc<dyn Engine>>,
+    /// Per node, its catalog as last fetched.
+    catalog: RwLock<Vec<Vec<ServedModel>>>,
+}
+
+impl Remotes {
+    /// Nodes in order of preference; each engine's `info().version` is its URL.
+    pub fn new(nodes: Vec<Arc<dyn Engine>>) -> Self {
+        let catalog = RwLock::new(vec![Vec::new(); nodes.len()]);
+        Self { nodes, catalog }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn nodes(&self) -> &[Arc<dyn Engine>] {
+        &self.nodes
+    }
+
+    /// Fetches every node's catalog (a node that does not answer keeps its last one).
+    pub async fn refresh(&self) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let fetched = tokio::time::timeout(Duration::from_secs(5), node.served_models()).await;
+            match fetched {
+                Ok(Ok(models)) => {
+                    if let Ok(mut c) = self.catalog.write() {
+                        c[i] = models;
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(node = %node.info().version, error = %e, "cannot list the node's models"),
+                Err(_) => tracing::warn!(node = %node.info().version, "the node did not list its models within 5 s"),
+            }
+        }
+    }
+
+    /// Refreshes the catalogs every `every` until the server stops.
+    pub fn spawn_refresher(self: Arc<Self>, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        if self.is_empty() {
+            return None;
+        }
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                self.refresh().await;
+            }
+        }))
+    }
+
+    /// Stops the nodes this server launched.
+    pub async fn shutdown(&self) {
+        for node in &self.nodes {
+            node.shutdown().await;
+        }
+    }
+
+    /// Every remote model, node by node.
+    pub fn list(&self) -> Vec<RemoteModel> {
+        let Ok(catalog) = self.catalog.read() else { return Vec::new() };
+        catalog
+            .iter()
+            .enumerate()
+            .flat_map(|(node, models)| {
+                models.iter().map(move |served| RemoteModel {
+                    node,
+                    url: self.nodes[node].info().version,
+                    served: served.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The node model `name` refers to: its exact id, or the id with Ollama's implied `:latest`
+    /// added or dropped (`smol` finds a HyperLlama node's `smol:latest`).
+    pub fn find(&self, name: &str) -> Option<RemoteModel> {
+        let all = self.list();
+        let bare = name.strip_suffix(":latest");
+        let exact = all.iter().find(|m| m.served.id == name);
+        exact
+            .or_else(|| all.iter().find(|m| m.served.id.strip_suffix(":latest") == Some(name)))
+            .or_else(|| bare.and_then(|b| all.iter().find(|m| m.served.id == b)))
+            .cloned()
+    }
+
+    /// The node serving a manifest made by [`RemoteModel::manifest`].
+    pub fn node_for(&self, manifest: &Manifest) -> Option<Arc<dyn Engine>> {
+        let (node, _) = manifest.source.strip_prefix(SOURCE_PREFIX)?.split_once(':')?;
+        self.nodes.get(node.parse::<usize>().ok()?).cloned()
+    }
+}
+
+impl RemoteModel {
+    /// The stand-in manifest a remote model is served under: its id as the name, no weights
+    /// here, a digest of the node's URL and the id (stable while the node runs, so `/api/tags`
+    /// and `/api/ps` agree; a launched node that restarts on another port is a new model).
+    pub fn manifest(&self) -> Manifest {
+        let digest = Sha256::digest(format!("{}\0{}", self.url, self.served.id).as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let modified = chrono::DateTime::from_timestamp(self.served.created, 0).unwrap_or_default();
+        Manifest {
+            name: self.served.id.clone(),
+            model: Digest::parse(&format!("sha256:{hex}")).expect("64 hex digits are a digest"),
+            size: 0,
+            template: None,
+            system: None,
+            license: None,
+            parameters: Default::default(),
+            messages: Vec::new(),
+            source: format!("{SOURCE_PREFIX}{}:{}", self.node, self.url),
+            modified_at: modified.to_rfc3339(),
+        }
+    }
+}
+
+/// The node URL of a model served remotely, from its manifest.
+pub fn remote_url(manifest: &Manifest) -> Option<&str> {
+    Some(manifest.source.strip_prefix(SOURCE_PREFIX)?.split_once(':')?.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyperllama_engine::mock::MockEngine;
+
+    fn with_catalog(ids: &[&str]) -> Remotes {
+        let r = Remotes::new(vec![Arc::new(MockEngine)]);
+        let served = ids.iter().map(|id| ServedModel { id: id.to_string(), ..ServedModel::default() }).collect();
+        r.catalog.write().expect("lock")[0] = served;
+        r
+    }
+
+    #[test]
+    fn names_find_ids_with_and_without_the_implied_tag() {
+        let r = with_catalog(&["smol:latest", "meta-llama/Llama-3.1-8B-Instruct", "qwen"]);
+        assert_eq!(r.find("smol").map(|m| m.served.id), Some("smol:latest".into()));
+        assert_eq!(r.find("smol:latest").map(|m| m.served.id), Some("smol:latest".into()));
+        assert_eq!(r.find("qwen:latest").map(|m| m.served.id), Some("qwen".into()));
+        let m = r.find("meta-llama/Llama-3.1-8B-Instruct").expect("hf id");
+        assert!(r.find("smol:7b").is_none() && r.find("llama").is_none());
+        let manifest = m.manifest();
+        assert_eq!(manifest.name, "meta-llama/Llama-3.1-8B-Instruct");
+        assert_eq!(remote_url(&manifest), Some(m.url.as_str()));
+        assert!(r.node_for(&manifest).is_some());
+        assert_eq!(manifest.model, m.manifest().model, "the digest is stable");
+    }
+}
