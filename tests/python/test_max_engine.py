@@ -3,7 +3,9 @@ MAX per model (Modelfile parameter) and per request (options.engine) with the of
 and the sidecar killed mid-request: the request gets a clean error, the supervisor brings the
 sidecar back, the next request is served, and shutdown leaves no MAX process behind."""
 
+import json
 import os
+import pathlib
 import signal
 import subprocess
 import tempfile
@@ -79,6 +81,26 @@ def test_serve_picks_max_per_model_and_per_request_and_survives_a_sidecar_kill()
         r = oc.generate(model="smol", prompt=QUESTION, options={"temperature": 0, "num_predict": 24})
         ps = {m["name"]: m for m in httpx.get(f"{base}/api/ps", timeout=30).json()["models"]}
         assert ps["smol:latest"]["engine"] == "llamacpp"
+
+        # Measured speeds: `bench --record` writes this engine's numbers for the model's weights
+        # into the server's store ...
+        env = dict(os.environ, HYPERLLAMA_MODELS=os.path.join(home, "models"))
+        r = subprocess.run([str(BINARY), "bench", str(model_path()), "--engine", "llamacpp", "--record", "-n", "8",
+                            "-i", "1", "--warmup", "0", "--prompt-tokens", "16"],
+                           capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stderr
+        measurements_file = pathlib.Path(home, "models", "measurements.json")
+        measured = json.loads(measurements_file.read_text())
+        assert measured[digest.removeprefix("sha256:")]["llamacpp"]["decode_tps"] > 0, measured
+        # ... and with MAX on record as faster for these weights (this CPU never measures it so:
+        # the numbers are written here), a request that names no engine goes to MAX.
+        measured[digest.removeprefix("sha256:")]["max"] = {
+            "decode_tps": 1e6, "ttft_ms": 1.0, "measured_at": "2026-01-01T00:00:00Z"}
+        measurements_file.write_text(json.dumps(measured))
+        r = oc.generate(model="smol", prompt=QUESTION, options={"temperature": 0, "num_predict": 24})
+        assert "Paris" in r.response
+        ps = {m["name"]: m for m in httpx.get(f"{base}/api/ps", timeout=30).json()["models"]}
+        assert ps["smol:latest"]["engine"] == "max"
 
         # Kill the sidecar in the middle of a streaming request.
         stream = oc.generate(model="smol-max", prompt="Count from 1 to 300, one number per line.", stream=True,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyperllama_engine::{Engine, LoadOptions, LoadedModel};
-use hyperllama_store::{Digest, Manifest, ModelName, Store};
+use hyperllama_store::{Digest, Manifest, Measurements, ModelName, Store};
 use serde::Serialize;
 
 use crate::remotes::{remote_url, Remotes};
@@ -133,6 +133,8 @@ pub struct Registry {
     config: RegistryConfig,
     loaded: tokio::sync::Mutex<HashMap<String, Slot>>,
     details: std::sync::Mutex<HashMap<Digest, Arc<ModelDetails>>>,
+    /// The store's engine measurements, read again when the file changes.
+    measured: std::sync::Mutex<(Option<std::time::SystemTime>, Arc<Measurements>)>,
 }
 
 impl Registry {
@@ -150,6 +152,7 @@ impl Registry {
             config,
             loaded: Default::default(),
             details: Default::default(),
+            measured: Default::default(),
         }
     }
 
@@ -285,8 +288,12 @@ impl Registry {
             step_tokens: self.config.step_tokens,
         };
         let ctx = self.context_for(&manifest, options.ctx_size)?;
-        let (engine, why) =
-            self.engines.choose(req.engine.as_deref(), manifest.parameters.get("engine").and_then(|v| v.as_str()))?;
+        let measured = self.measurements();
+        let (engine, why) = self.engines.choose(
+            req.engine.as_deref(),
+            manifest.parameters.get("engine").and_then(|v| v.as_str()),
+            measured.get(manifest.model.hex()),
+        )?;
         self.acquire_with(key, manifest, engine, why, options, Some(ctx), req.keep_alive).await
     }
 
@@ -350,6 +357,16 @@ impl Registry {
             }
         }
         Ok(Acquired { name: key, model: slot.model.clone(), manifest: slot.manifest.clone(), load_duration })
+    }
+
+    /// Engine speeds recorded by `bench --record`, by weights digest.
+    fn measurements(&self) -> Arc<Measurements> {
+        let modified = self.store.measurements_modified();
+        let Ok(mut cache) = self.measured.lock() else { return Arc::default() };
+        if cache.0 != modified {
+            *cache = (modified, Arc::new(self.store.measurements()));
+        }
+        cache.1.clone()
     }
 
     /// The context a load with `requested` would get.

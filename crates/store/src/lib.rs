@@ -13,6 +13,7 @@
 
 mod digest;
 pub mod hub;
+mod measurements;
 mod modelfile;
 mod name;
 
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use digest::Digest;
+pub use measurements::{digest_of_file, Measurement, Measurements};
 pub use modelfile::{Modelfile, ModelfileError};
 pub use name::ModelName;
 

@@ -79,3 +79,27 @@ fn blob_with_wrong_digest_leaves_nothing() {
         Err(StoreError::BlobNotFound(_))
     ));
 }
+
+#[test]
+fn measurements_are_recorded_per_weights_and_engine() {
+    let (dir, s) = store();
+    assert!(s.measurements().is_empty() && s.measurements_modified().is_none());
+    let weights = dir.path().join("w.gguf");
+    std::fs::write(&weights, b"weights").expect("write");
+    let d = digest_of_file(&weights).expect("digest");
+    assert_eq!(d, s.write_blob(&b"weights"[..], None).expect("blob"), "the digest the store names blobs by");
+    let m = |tps: f64| Measurement { decode_tps: tps, ttft_ms: 5.0, threads: Some(2), measured_at: "t".into() };
+    s.record_measurement(&d, "llamacpp", m(60.0)).expect("record");
+    s.record_measurement(&d, "max", m(10.0)).expect("record");
+    s.record_measurement(&d, "max", m(11.0)).expect("replace");
+    let all = s.measurements();
+    assert_eq!(all[d.hex()].len(), 2);
+    assert_eq!(all[d.hex()]["max"].decode_tps, 11.0);
+    assert!(s.record_measurement(&d, "max", m(f64::NAN)).is_err(), "no speed, no record");
+    // Nothing half-written is left beside it; a corrupt file reads as no measurements.
+    let names: Vec<_> =
+        std::fs::read_dir(s.root()).expect("dir").filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert!(!names.iter().any(|n| n.to_string_lossy().starts_with(".tmp")), "{names:?}");
+    std::fs::write(s.root().join("measurements.json"), b"{not json").expect("write");
+    assert!(s.measurements().is_empty());
+}

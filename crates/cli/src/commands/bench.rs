@@ -71,6 +71,11 @@ pub struct BenchArgs {
     /// Print machine-readable JSON.
     #[arg(long)]
     json: bool,
+    /// Remember the median decode speed and TTFT for this model and engine in the model store
+    /// (`HYPERLLAMA_MODELS`): `serve` then picks the fastest measured engine for it when no
+    /// engine is asked for (docs/ENGINES.md).
+    #[arg(long)]
+    record: bool,
 }
 
 #[derive(Serialize)]
@@ -114,6 +119,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.iterations == 0 {
         anyhow::bail!("--iterations must be at least 1");
     }
+    // Hash before loading: a file that cannot be recorded fails fast.
+    let digest = if args.record {
+        let path = &args.model.model;
+        if !path.is_file() {
+            anyhow::bail!("--record needs a model file (its digest names the measurement): {}", path.display());
+        }
+        Some(hyperllama_store::digest_of_file(path)?)
+    } else {
+        None
+    };
     let t0 = Instant::now();
     let (model, engine) =
         crate::engines::load(args.model.load_options()?, args.model.engine.as_deref(), &args.model.remote()).await?;
@@ -121,7 +136,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let result = in_process(&args, model.clone(), engine.info().id, load_ms).await;
     let _ = model.unload().await;
     engine.shutdown().await;
-    result
+    let report = result?;
+    if let Some(digest) = digest {
+        let dir = crate::commands::serve::models_dir(std::env::var_os("HYPERLLAMA_MODELS").map(PathBuf::from))?;
+        let store = hyperllama_store::Store::open(&dir)?;
+        let m = hyperllama_store::Measurement {
+            decode_tps: report.decode_tps.p50,
+            ttft_ms: report.ttft_ms.p50,
+            threads: report.threads,
+            measured_at: chrono::Utc::now().to_rfc3339(),
+        };
+        store.record_measurement(&digest, report.engine, m)?;
+        eprintln!(
+            "recorded {} {:.1} decode tok/s for sha256:{} in {}",
+            report.engine,
+            report.decode_tps.p50,
+            digest.hex(),
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 async fn in_process(
@@ -129,7 +163,7 @@ async fn in_process(
     model: std::sync::Arc<dyn hyperllama_engine::LoadedModel>,
     engine: &'static str,
     load_ms: f64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Report> {
     let prompt = match &args.prompt {
         Some(p) => p.clone(),
         None => synthetic_prompt(model.as_ref(), args.prompt_tokens)?,
@@ -170,7 +204,7 @@ async fn in_process(
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return Ok(report);
     }
     println!(
         "model: {}  prompt: {} tokens  generate: {} tokens  iterations: {}",
@@ -186,7 +220,7 @@ async fn in_process(
     ] {
         println!("{name:<16} {:>10.1} {:>10.1} {:>10.1} {:>10.1}", s.mean, s.p50, s.p90, s.max);
     }
-    Ok(())
+    Ok(report)
 }
 
 async fn serve_bench(url: &str, args: &BenchArgs) -> anyhow::Result<()> {
