@@ -75,6 +75,14 @@ pub fn fleet_nodes(
     Ok(nodes)
 }
 
+/// Whether `path` is a Hugging Face model directory on a machine with a CUDA GPU and vLLM.
+fn vllm_serves(path: &Path) -> bool {
+    path.is_dir()
+        && path.join("config.json").exists()
+        && hyperllama_hw::detect().gpus.iter().any(|g| g.vendor.eq_ignore_ascii_case("nvidia"))
+        && vllm_installed().is_some()
+}
+
 /// vLLM's `vllm` command and its version, when it is installed.
 pub fn vllm_installed() -> Option<(std::path::PathBuf, String)> {
     let path = std::env::var_os("PATH")
@@ -139,7 +147,10 @@ pub fn choose(path: &Path) -> (Option<EngineInfo>, String) {
         let vllm = vllm_installed();
         let what = format!("{}: a Hugging Face safetensors model", path.display());
         let why = match (cuda, vllm.is_some()) {
-            (true, true) => format!("{what} on a CUDA GPU -> vLLM: `hyperllama serve --vllm {}`", path.display()),
+            (true, true) => format!(
+                "{what} on a CUDA GPU -> vLLM (`generate`/`bench` launch it; `hyperllama serve --vllm {}`)",
+                path.display()
+            ),
             (true, false) => {
                 format!("{what}: vLLM would serve it on this CUDA GPU, but it is not installed (pip install vllm)")
             }
@@ -162,6 +173,8 @@ pub async fn load(
     remote: &Remote,
 ) -> anyhow::Result<(Arc<dyn LoadedModel>, Arc<dyn Engine>)> {
     let path = options.path.clone();
+    // A Hugging Face model directory goes to vLLM by itself where vLLM can serve it.
+    let engine = engine.or_else(|| vllm_serves(&path).then_some("vllm"));
     if engine.is_some_and(|e| e.eq_ignore_ascii_case("vllm")) {
         // `vllm serve MODEL`, launched for this command and stopped after it.
         let (vllm, _) = vllm_installed().context(
