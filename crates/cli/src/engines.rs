@@ -6,7 +6,7 @@
 //! - `openai`: a remote OpenAI-compatible server (vLLM, llama-server, another HyperLlama), when
 //!   a URL is given: the model name is the remote model id.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,7 +63,7 @@ pub fn fleet_nodes(
     }
     for (command, start_timeout) in commands {
         let program = &command[0];
-        if !on_path(program) {
+        if which(program).is_none() {
             anyhow::bail!(
                 "cannot launch {program:?}: not found{}",
                 if program == "vllm" { " (vLLM runs on a CUDA machine: pip install vllm)" } else { "" }
@@ -80,13 +80,12 @@ fn vllm_serves(path: &Path) -> bool {
     path.is_dir()
         && path.join("config.json").exists()
         && hyperllama_hw::detect().gpus.iter().any(|g| g.vendor.eq_ignore_ascii_case("nvidia"))
-        && vllm_installed().is_some()
+        && which("vllm").is_some()
 }
 
 /// vLLM's `vllm` command and its version, when it is installed.
-pub fn vllm_installed() -> Option<(std::path::PathBuf, String)> {
-    let path = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("vllm")).find(|p| p.is_file()))?;
+pub fn vllm_installed() -> Option<(PathBuf, String)> {
+    let path = which("vllm")?;
     let out = std::process::Command::new(&path).arg("--version").output().ok();
     let version = out
         .filter(|o| o.status.success())
@@ -95,13 +94,13 @@ pub fn vllm_installed() -> Option<(std::path::PathBuf, String)> {
     Some((path, version))
 }
 
-/// Whether `program` is a path that exists or a name found on `PATH`.
-fn on_path(program: &str) -> bool {
+/// `program` itself when it is a path that exists, else where `PATH` has it.
+fn which(program: &str) -> Option<PathBuf> {
     let p = Path::new(program);
     if p.components().count() > 1 {
-        return p.exists();
+        return p.exists().then(|| p.to_path_buf());
     }
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(program)).find(|p| p.is_file())
 }
 
 /// The engine named `id`, or the default for `path`.
@@ -144,7 +143,7 @@ pub fn choose(path: &Path) -> (Option<EngineInfo>, String) {
         }
     } else if path.is_dir() && path.join("config.json").exists() {
         let cuda = hyperllama_hw::detect().gpus.iter().any(|g| g.vendor.eq_ignore_ascii_case("nvidia"));
-        let vllm = vllm_installed();
+        let vllm = which("vllm");
         let what = format!("{}: a Hugging Face safetensors model", path.display());
         let why = match (cuda, vllm.is_some()) {
             (true, true) => format!(
@@ -177,7 +176,7 @@ pub async fn load(
     let engine = engine.or_else(|| vllm_serves(&path).then_some("vllm"));
     if engine.is_some_and(|e| e.eq_ignore_ascii_case("vllm")) {
         // `vllm serve MODEL`, launched for this command and stopped after it.
-        let (vllm, _) = vllm_installed().context(
+        let vllm = which("vllm").context(
             "engine vllm: vllm is not installed (on a CUDA machine: pip install vllm), or run it elsewhere and use \
              --engine openai --openai-url URL",
         )?;

@@ -115,7 +115,7 @@ mod tests {
 
     #[test]
     fn explicit_wishes_win_in_order_and_unknown_engines_are_errors() {
-        let engines = Engines::new(vec![Arc::new(MockEngine::default())]);
+        let engines = Engines::new(vec![Arc::new(MockEngine)]);
         let id = engines.ids()[0];
         let (e, why) = engines.choose(None, None, None).expect("default");
         assert_eq!(e.info().id, id);

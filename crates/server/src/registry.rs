@@ -188,12 +188,11 @@ impl Registry {
     pub fn manifest(&self, name: &str) -> Result<(String, Manifest), ApiError> {
         let local = self.local_manifest(name);
         match local {
-            Err(e) if e.status() == axum::http::StatusCode::NOT_FOUND || e.status().as_u16() == 400 => {
-                match self.remotes.find(name) {
-                    Some(remote) => Ok((remote.served.id.clone(), remote.manifest())),
-                    None => Err(e),
-                }
-            }
+            // Not in the store, or not a store name at all (`/models/x.gguf`): a node may serve it.
+            Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::BadRequest) => match self.remotes.find(name) {
+                Some(remote) => Ok((remote.served.id.clone(), remote.manifest())),
+                None => Err(e),
+            },
             other => other.map(|(parsed, m)| (parsed.to_string(), m)),
         }
     }

@@ -48,10 +48,11 @@ impl Remotes {
         &self.nodes
     }
 
-    /// Fetches every node's catalog (a node that does not answer keeps its last one).
+    /// Fetches every node's catalog, all at once (a node that does not answer keeps its last one).
     pub async fn refresh(&self) {
-        for (i, node) in self.nodes.iter().enumerate() {
-            let fetched = tokio::time::timeout(Duration::from_secs(5), node.served_models()).await;
+        let fetches = self.nodes.iter().map(|node| tokio::time::timeout(Duration::from_secs(5), node.served_models()));
+        let results = futures::future::join_all(fetches).await;
+        for (i, (node, fetched)) in self.nodes.iter().zip(results).enumerate() {
             match fetched {
                 Ok(Ok(models)) => {
                     if let Ok(mut c) = self.catalog.write() {
