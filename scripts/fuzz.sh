@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target (fuzz/fuzz_targets) for FUZZ_SECONDS each (default 60) from a
 # seed corpus of real inputs; any crash fails the script and leaves the input under
-# fuzz/artifacts/. Installs cargo-fuzz from crates.io when it is missing.
+# fuzz/artifacts/. Installs cargo-fuzz from the Rust registry when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH="${FUZZ_SECONDS:-60}"

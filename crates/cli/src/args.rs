@@ -10,8 +10,9 @@ use hyperllama_engine::LoadOptions;
 /// Where the model is and how to load it.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// The model: a path to a .gguf file.
-    pub model: PathBuf,
+    /// The model: a .gguf file, a model in the store (`smol`, `hf.co/owner/repo:Q4_K_M`), or a
+    /// Hugging Face repo (`owner/repo[:QUANT]`, pulled into the store first when missing).
+    pub model: String,
     /// Context length in tokens (default: 4096, capped by what the model was trained with).
     #[arg(long, env = "HYPERLLAMA_CTX_SIZE")]
     pub ctx_size: Option<u32>,
@@ -39,20 +40,33 @@ impl ModelArgs {
         crate::engines::Remote { url: self.openai_url.clone(), api_key: self.openai_api_key.clone() }
     }
 
-    pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
+    pub fn check(&self) -> anyhow::Result<()> {
         if self.ctx_size == Some(0) {
             anyhow::bail!("--ctx-size must be at least 1");
         }
         if self.threads == Some(0) {
             anyhow::bail!("--threads must be at least 1");
         }
+        Ok(())
+    }
+
+    /// Load options for the weights at `path`.
+    pub fn load_options(&self, path: PathBuf) -> anyhow::Result<LoadOptions> {
+        self.check()?;
         Ok(LoadOptions {
-            path: self.model.clone(),
+            path,
             ctx_size: self.ctx_size,
             threads: self.threads,
             gpu_layers: self.gpu_layers,
             ..LoadOptions::default()
         })
+    }
+
+    /// Whether MODEL names something a remote or launched engine serves (`--engine openai`,
+    /// `--engine vllm`, or a Hugging Face model directory), not weights of the store.
+    pub fn is_served_elsewhere(&self) -> bool {
+        let e = self.engine.as_deref().unwrap_or_default();
+        e.eq_ignore_ascii_case("openai") || e.eq_ignore_ascii_case("vllm") || std::path::Path::new(&self.model).is_dir()
     }
 }
 
@@ -89,6 +103,22 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
+    /// The knobs a service request carries (defaults applied by the service's policy).
+    pub fn knobs(&self) -> hyperllama_server::service::Knobs {
+        hyperllama_server::service::Knobs {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            seed: self.seed.and_then(|s| i64::try_from(s).ok()),
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            ..Default::default()
+        }
+    }
+
     pub fn params(&self) -> anyhow::Result<SamplingParams> {
         let defaults = SamplingParams::default();
         let (dk, dp) = match defaults.sampling {

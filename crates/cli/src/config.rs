@@ -1,52 +1,120 @@
-//! `hyperllama serve`'s settings: one set, reachable three ways. Each setting has a flag, a
-//! `HYPERLLAMA_*` environment variable (clap reads both) and a key in an optional TOML file
-//! (`--config`); the flag wins over the variable, the variable over the file, the file over
-//! the default. `--print-config` shows every resolved value and where it came from.
+//! `hyperllama serve`'s settings, declared once: [`ServeArgs`] is at the same time the flags
+//! (with their `HYPERLLAMA_*` variables, read by clap) and the TOML file's keys (`--config`).
+//! Ollama's own variables (`OLLAMA_NUM_PARALLEL`, ...) are a layer of their own, named in one
+//! table ([`OLLAMA_ALIASES`]) and parsed by the same parsers. The layers merge declaratively,
+//! key by key, with one order: flag > `HYPERLLAMA_*` > `OLLAMA_*` > file > default. Durations,
+//! sizes and keep-alives are typed values parsed once, with one grammar
+//! ([`hyperllama_core::units`]). `--print-config` shows every resolved value and its source.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args};
-use serde::Deserialize;
+use clap::{ArgMatches, Args, CommandFactory, Parser};
+use hyperllama_core::KeepAlive;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-#[derive(Args, Debug, Default)]
+/// A duration flag ("90s", "5m", "1h30m", bare seconds).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dur(pub Duration);
+
+impl std::str::FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        hyperllama_core::units::parse_duration(s).map(Dur)
+    }
+}
+
+impl std::fmt::Display for Dur {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hyperllama_core::units::format_duration(self.0))
+    }
+}
+
+/// A size flag ("8GiB", "512MB", bytes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bytes(pub u64);
+
+impl std::str::FromStr for Bytes {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        hyperllama_core::units::parse_bytes(s).map(Bytes)
+    }
+}
+
+impl std::fmt::Display for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hyperllama_core::units::human_bytes(self.0))
+    }
+}
+
+/// Typed values travel between layers as their text (TOML and JSON alike).
+macro_rules! as_text {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_string())
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                match Value::deserialize(d)? {
+                    Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+                    Value::Number(n) => n.to_string().parse().map_err(serde::de::Error::custom),
+                    other => Err(serde::de::Error::custom(format!("expected a string, got {other}"))),
+                }
+            }
+        }
+    };
+}
+as_text!(Dur);
+as_text!(Bytes);
+
+/// Every `serve` setting: a flag, a `HYPERLLAMA_*` variable, and a key of the config file.
+#[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServeArgs {
     /// A TOML file with any of these settings (keys as the flags, with underscores).
     #[arg(long, env = "HYPERLLAMA_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Print the resolved settings and where each came from, then exit.
     #[arg(long)]
+    #[serde(skip)]
     pub print_config: bool,
-    /// Address to listen on, `host:port` (like OLLAMA_HOST). Loopback by default: 127.0.0.1:11434.
+    /// Address to listen on, `host:port`. Loopback by default: 127.0.0.1:11434. OLLAMA_HOST too.
     #[arg(long, env = "HYPERLLAMA_HOST")]
     pub host: Option<String>,
     /// Port, overriding the one in --host.
     #[arg(long)]
     pub port: Option<u16>,
     /// Where models are stored (default: $HYPERLLAMA_HOME/models, i.e. ~/.hyperllama/models).
+    /// OLLAMA_MODELS too.
     #[arg(long, env = "HYPERLLAMA_MODELS")]
     pub models: Option<PathBuf>,
     /// Context per sequence for loaded models (a request's num_ctx overrides it). Default 4096,
-    /// capped by what the model was trained with.
+    /// capped by what the model was trained with. OLLAMA_CONTEXT_LENGTH too.
     #[arg(long, env = "HYPERLLAMA_CTX_SIZE")]
     pub ctx_size: Option<u32>,
     /// CPU threads per model (default: the number of physical cores).
     #[arg(long, env = "HYPERLLAMA_THREADS")]
     pub threads: Option<u32>,
+    /// Layers to offload to the GPU in GPU builds (default: all).
+    #[arg(long, env = "HYPERLLAMA_GPU_LAYERS")]
+    pub gpu_layers: Option<u32>,
     /// Sequences each model decodes together (continuous batching). Each sequence may use the
-    /// whole --ctx-size, so KV memory is ctx-size x parallel. OLLAMA_NUM_PARALLEL is honoured
-    /// too. Default 4.
+    /// whole --ctx-size, so KV memory is ctx-size x parallel. OLLAMA_NUM_PARALLEL too. Default 4.
     #[arg(long, env = "HYPERLLAMA_NUM_PARALLEL")]
     pub parallel: Option<u32>,
     /// Requests that may wait for a free sequence, per model; more are refused at once with
-    /// 503 (Ollama API) / 429 (OpenAI API) and Retry-After. OLLAMA_MAX_QUEUE is honoured too.
-    /// Default 512.
+    /// 503 (Ollama API) / 429 (OpenAI API) and Retry-After. OLLAMA_MAX_QUEUE too. Default 512.
     #[arg(long, env = "HYPERLLAMA_MAX_QUEUE")]
     pub max_queue: Option<u32>,
     /// Tokens per batched decode step: one per generating sequence plus prompt chunks of new
-    /// requests (chunked prefill). Default 512.
+    /// requests (chunked prefill). Default: adaptive (a target step time while streams decode).
     #[arg(long, env = "HYPERLLAMA_STEP_TOKENS")]
     pub step_tokens: Option<u32>,
     /// The engine models load with unless the request (`options.engine`) or the model
@@ -70,16 +138,31 @@ pub struct ServeArgs {
     /// The remote server's API key (never printed).
     #[arg(long, env = "HYPERLLAMA_OPENAI_API_KEY", hide_env_values = true)]
     pub openai_api_key: Option<String>,
-    /// How long a model stays loaded after a request: "5m", "1h", "-1" (forever), "0". Default 5m.
+    /// How long a model stays loaded after a request: "5m", "1h", "-1" (forever), "0". Default
+    /// 5m. OLLAMA_KEEP_ALIVE too.
     #[arg(long, env = "HYPERLLAMA_KEEP_ALIVE", allow_hyphen_values = true)]
-    pub keep_alive: Option<String>,
-    /// Most models loaded at once; the least recently used idle one is unloaded first. Default 3.
+    pub keep_alive: Option<KeepAlive>,
+    /// Most models loaded at once; the least recently used idle one is unloaded first.
+    /// OLLAMA_MAX_LOADED_MODELS too. Default 3.
     #[arg(long, env = "HYPERLLAMA_MAX_LOADED_MODELS")]
     pub max_loaded_models: Option<usize>,
     /// Refuse to load a model whose estimated memory exceeds this ("8GiB", "512MB", bytes);
     /// default: the RAM available at load time.
     #[arg(long, env = "HYPERLLAMA_MEMORY_LIMIT")]
-    pub memory_limit: Option<String>,
+    pub memory_limit: Option<Bytes>,
+    /// The host-RAM prompt cache of each model (MiB): conversations' KV state kept beyond the
+    /// sequences, restored when they come back. Default: an eighth of the RAM available at
+    /// start, at most 8 GiB; 0 turns it off.
+    #[arg(long, env = "HYPERLLAMA_CACHE_RAM")]
+    pub cache_ram: Option<u64>,
+    /// Where the prompt cache spills to disk, so it survives unloads and restarts (default:
+    /// $HYPERLLAMA_HOME/cache; "off" for none).
+    #[arg(long, env = "HYPERLLAMA_CACHE_DIR")]
+    pub cache_dir: Option<String>,
+    /// Speculative decoding in the embedded engine: "ngram" (draft from the prompt and the
+    /// text so far, verified in one decode; default) or "off".
+    #[arg(long, env = "HYPERLLAMA_SPECULATIVE")]
+    pub speculative: Option<String>,
     /// API keys (repeat the flag, or comma-separate them in the variable): requests must send
     /// `Authorization: Bearer <key>` or `x-api-key`. Several keys allow rotation.
     #[arg(long = "api-key", env = "HYPERLLAMA_API_KEYS", value_delimiter = ',', hide_env_values = true)]
@@ -94,14 +177,15 @@ pub struct ServeArgs {
     /// Tokens (prompt + generated) per minute per key, for keys without their own limit.
     #[arg(long, env = "HYPERLLAMA_RATE_LIMIT_TPM")]
     pub rate_limit_tpm: Option<u32>,
-    /// Browser origins allowed by CORS, comma-separated ("*" for any). OLLAMA_ORIGINS is
-    /// honoured too. Default: localhost, 127.0.0.1 (any port), app://, file://, tauri://.
+    /// Browser origins allowed by CORS besides this machine's own, comma-separated ("*" for
+    /// any). OLLAMA_ORIGINS too. Always allowed: localhost, 127.0.0.1 (any port), app://,
+    /// file://, tauri://.
     #[arg(long, env = "HYPERLLAMA_ORIGINS", value_delimiter = ',')]
     pub origins: Vec<String>,
     /// The longest a request may wait for its response to begin ("60s", "5m"); 408 after.
     /// Default: no limit.
     #[arg(long, env = "HYPERLLAMA_REQUEST_TIMEOUT")]
-    pub request_timeout: Option<String>,
+    pub request_timeout: Option<Dur>,
     /// Serve HTTPS: a PEM certificate chain (with --tls-key). Default: plain HTTP.
     #[arg(long, env = "HYPERLLAMA_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -110,40 +194,66 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     /// On SIGINT/SIGTERM, how long in-flight responses may run on before they are cut. Default 10s.
     #[arg(long, env = "HYPERLLAMA_SHUTDOWN_TIMEOUT")]
-    pub shutdown_timeout: Option<String>,
+    pub shutdown_timeout: Option<Dur>,
+    /// Let any client create models from paths on this machine's disk (`/api/create` with an
+    /// absolute `from`). Without it only local clients may (loopback, no API keys).
+    #[arg(long, env = "HYPERLLAMA_ALLOW_LOCAL_PATHS")]
+    pub allow_local_paths: Option<bool>,
+    /// The log format (`--log-format` on the command line; here for the file's sake).
+    #[arg(skip)]
+    pub log_format: Option<String>,
 }
 
-/// The TOML file: the same settings, every one optional; unknown keys are an error.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    host: Option<String>,
-    port: Option<u16>,
-    models: Option<PathBuf>,
-    ctx_size: Option<u32>,
-    threads: Option<u32>,
-    parallel: Option<u32>,
-    max_queue: Option<u32>,
-    step_tokens: Option<u32>,
-    engine: Option<String>,
-    openai_url: Option<String>,
-    launch: Option<Vec<String>>,
-    vllm: Option<Vec<String>>,
-    openai_api_key: Option<String>,
-    keep_alive: Option<String>,
-    max_loaded_models: Option<usize>,
-    memory_limit: Option<String>,
-    api_keys: Option<Vec<String>>,
-    api_keys_file: Option<PathBuf>,
-    rate_limit_rpm: Option<u32>,
-    rate_limit_tpm: Option<u32>,
-    origins: Option<Vec<String>>,
-    request_timeout: Option<String>,
-    shutdown_timeout: Option<String>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    log_format: Option<String>,
-}
+/// Ollama's variables that mean the same as a setting: honoured when HyperLlama's own flag and
+/// variable are not set (and shown as their source).
+pub const OLLAMA_ALIASES: &[(&str, &str)] = &[
+    ("host", "OLLAMA_HOST"),
+    ("models", "OLLAMA_MODELS"),
+    ("ctx_size", "OLLAMA_CONTEXT_LENGTH"),
+    ("parallel", "OLLAMA_NUM_PARALLEL"),
+    ("max_queue", "OLLAMA_MAX_QUEUE"),
+    ("origins", "OLLAMA_ORIGINS"),
+    ("keep_alive", "OLLAMA_KEEP_ALIVE"),
+    ("max_loaded_models", "OLLAMA_MAX_LOADED_MODELS"),
+];
+
+/// What `--print-config` shows for a setting nobody set.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("host", "127.0.0.1:11434"),
+    ("port", "(from host)"),
+    ("models", "$HYPERLLAMA_HOME/models"),
+    ("ctx_size", "4096 (capped by the model)"),
+    ("threads", "physical cores"),
+    ("gpu_layers", "all (GPU builds)"),
+    ("parallel", "4"),
+    ("max_queue", "512"),
+    ("step_tokens", "adaptive"),
+    ("engine", "llamacpp for GGUF"),
+    ("openai_url", "none (no remote nodes)"),
+    ("launch", "none"),
+    ("vllm", "none"),
+    ("openai_api_key", "none"),
+    ("keep_alive", "5m0s"),
+    ("max_loaded_models", "3"),
+    ("memory_limit", "available RAM"),
+    ("cache_ram", "1/8 of available RAM, at most 8 GiB"),
+    ("cache_dir", "$HYPERLLAMA_HOME/cache"),
+    ("speculative", "ngram"),
+    ("api_keys", "none"),
+    ("api_keys_file", "none"),
+    ("rate_limit_rpm", "unlimited"),
+    ("rate_limit_tpm", "unlimited"),
+    ("origins", "localhost, 127.0.0.1, app://, file://, tauri://"),
+    ("request_timeout", "none"),
+    ("tls_cert", "none"),
+    ("tls_key", "none"),
+    ("shutdown_timeout", "10s"),
+    ("allow_local_paths", "false (local clients only)"),
+    ("log_format", "text"),
+];
+
+/// Settings whose values are never printed.
+const SECRETS: &[&str] = &["openai_api_key", "api_keys"];
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,7 +275,7 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// The resolved settings.
+/// The resolved settings, typed, with defaults applied.
 #[derive(Debug)]
 pub struct Settings {
     pub host: String,
@@ -173,6 +283,7 @@ pub struct Settings {
     pub models: Option<PathBuf>,
     pub ctx_size: Option<u32>,
     pub threads: Option<u32>,
+    pub gpu_layers: Option<u32>,
     pub parallel: u32,
     pub max_queue: u32,
     pub step_tokens: Option<u32>,
@@ -181,354 +292,215 @@ pub struct Settings {
     pub launch: Vec<String>,
     pub vllm: Vec<String>,
     pub openai_api_key: Option<String>,
-    pub keep_alive: String,
+    pub keep_alive: KeepAlive,
     pub max_loaded_models: usize,
     pub memory_limit: Option<u64>,
+    pub cache_ram: Option<u64>,
+    pub cache_dir: Option<String>,
+    pub speculative: Option<String>,
     pub api_keys: Vec<String>,
     pub api_keys_file: Option<PathBuf>,
     pub rate_limit_rpm: Option<u32>,
     pub rate_limit_tpm: Option<u32>,
+    /// This machine's origins and the configured ones.
     pub origins: Vec<String>,
     pub request_timeout: Option<Duration>,
     pub shutdown_timeout: Duration,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
-    /// (setting, shown value, source), in order, for `--print-config`.
-    pub report: Vec<(&'static str, String, Source)>,
+    pub allow_local_paths: bool,
+    /// (setting, shown value, source), in flag order, for `--print-config`.
+    pub report: Vec<(String, String, Source)>,
 }
 
-/// Where clap found `id`: on the command line, in its environment variable, or nowhere.
-fn arg_source(m: &ArgMatches, id: &str, env: Option<&str>) -> Option<Source> {
-    match m.value_source(id) {
-        Some(ValueSource::CommandLine) => Some(Source::Flag),
-        Some(ValueSource::EnvVariable) => Some(Source::Env(env.unwrap_or("?").to_string())),
-        _ => None,
+/// A command with only the serve settings, to parse the Ollama layer with the same parsers.
+#[derive(Parser)]
+#[command(name = "serve")]
+struct OnlyServe {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// A layer as its keys: values set in it, nothing else (nulls and empty lists dropped).
+fn keys_of(args: &ServeArgs) -> anyhow::Result<Map<String, Value>> {
+    let Value::Object(map) = serde_json::to_value(args)? else { bail!("settings are not a map") };
+    Ok(map.into_iter().filter(|(_, v)| !(v.is_null() || v.as_array().is_some_and(Vec::is_empty))).collect())
+}
+
+/// The keys of `args` that `m` says came from `source`.
+fn layer(args: &ServeArgs, m: &ArgMatches, source: ValueSource) -> anyhow::Result<Map<String, Value>> {
+    Ok(keys_of(args)?.into_iter().filter(|(k, _)| m.value_source(k) == Some(source)).collect())
+}
+
+/// The `OLLAMA_*` variables that are set, parsed as the flags they stand for.
+fn ollama_layer() -> anyhow::Result<(Map<String, Value>, Vec<(String, String)>)> {
+    let mut argv = vec!["serve".to_string()];
+    let mut used = Vec::new();
+    for (id, var) in OLLAMA_ALIASES {
+        let Ok(value) = std::env::var(var) else { continue };
+        let value = value.trim().to_string();
+        if value.is_empty() {
+            continue;
+        }
+        argv.push(format!("--{}={value}", id.replace('_', "-")));
+        used.push((id.to_string(), var.to_string()));
     }
-}
-
-struct Resolver<'a> {
-    matches: &'a ArgMatches,
-    report: Vec<(&'static str, String, Source)>,
-}
-
-impl Resolver<'_> {
-    /// The flag/env value, else the file's, else `None`, recording the source.
-    fn pick<T: Clone>(
-        &mut self,
-        id: &'static str,
-        env: Option<&str>,
-        arg: Option<T>,
-        file: Option<T>,
-        show: impl Fn(&Option<T>) -> String,
-    ) -> Option<T> {
-        let (v, src) = match (arg_source(self.matches, id, env), arg, file) {
-            (Some(src), Some(a), _) => (Some(a), src),
-            (_, _, Some(f)) => (Some(f), Source::File),
-            _ => (None, Source::Default),
-        };
-        self.report.push((id, show(&v), src));
-        v
+    if used.is_empty() {
+        return Ok((Map::new(), used));
     }
-}
-
-fn opt<T: std::fmt::Display>(v: &Option<T>, default: &str) -> String {
-    v.as_ref().map(|x| x.to_string()).unwrap_or_else(|| default.to_string())
-}
-
-/// "90s", "5m", "1h", "250ms", or plain seconds.
-pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().with_context(|| format!("{s:?} is not a duration like 30s, 5m or 1h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        other => bail!("unknown unit {other:?} in {s:?}: use ms, s, m or h"),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        bail!("{s:?} is not a duration");
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// "8GiB", "512MB", "1.5G", "1000000" -> bytes.
-pub fn parse_bytes(s: &str) -> anyhow::Result<u64> {
-    let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().with_context(|| format!("{s:?} is not a size like 8GiB or 512MB"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" => 1e12,
-        "tib" => 1024f64.powi(4),
-        other => bail!("unknown unit {other:?} in {s:?}"),
-    };
-    Ok((n * mult) as u64)
-}
-
-/// An Ollama variable of the same meaning, when HyperLlama's own is not set.
-fn ollama_env<T: std::str::FromStr>(var: &str) -> anyhow::Result<Option<T>> {
-    match std::env::var(var) {
-        Ok(v) if !v.trim().is_empty() => match v.trim().parse() {
-            Ok(x) => Ok(Some(x)),
-            Err(_) => bail!("{var}={v:?} is not a valid value"),
-        },
-        _ => Ok(None),
-    }
+    let m = OnlyServe::command().try_get_matches_from(&argv).map_err(|e| {
+        anyhow::anyhow!("{}: {}", used.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(", "), e.render())
+    })?;
+    let args = <OnlyServe as clap::FromArgMatches>::from_arg_matches(&m)?.serve;
+    let keys = layer(&args, &m, ValueSource::CommandLine)?;
+    Ok((keys, used))
 }
 
 impl ServeArgs {
-    /// Resolves flags, variables, the config file and defaults into one set of settings.
+    /// Merges flags, variables, Ollama's variables, the config file and defaults into one set
+    /// of settings.
     pub fn resolve(&self, matches: &ArgMatches) -> anyhow::Result<Settings> {
-        let file: FileConfig = match &self.config {
+        let file: ServeArgs = match &self.config {
             Some(path) => {
                 let text =
                     std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
                 toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?
             }
-            None => FileConfig::default(),
+            None => ServeArgs::default(),
         };
+        let (ollama, ollama_vars) = ollama_layer()?;
+        let env_name = |id: &str| -> String {
+            OnlyServe::command()
+                .get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_env())
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let layers: Vec<(Map<String, Value>, Box<dyn Fn(&str) -> Source>)> = vec![
+            (layer(self, matches, ValueSource::CommandLine)?, Box::new(|_| Source::Flag)),
+            (layer(self, matches, ValueSource::EnvVariable)?, Box::new(move |id| Source::Env(env_name(id)))),
+            (
+                ollama,
+                Box::new(move |id| {
+                    let var = ollama_vars.iter().find(|(k, _)| k == id).map(|(_, v)| v.clone()).unwrap_or_default();
+                    Source::Env(var)
+                }),
+            ),
+            (keys_of(&file)?, Box::new(|_| Source::File)),
+        ];
+        let mut merged = Map::new();
+        let mut report = Vec::new();
+        for arg in OnlyServe::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "config" || id == "print_config" {
+                continue;
+            }
+            let found = layers.iter().find_map(|(keys, source)| keys.get(id).map(|v| (v.clone(), source(id))));
+            let (shown, source) = match found {
+                Some((v, source)) => {
+                    let shown = show(id, &v);
+                    merged.insert(id.to_string(), v);
+                    (shown, source)
+                }
+                None => (
+                    DEFAULTS.iter().find(|(k, _)| *k == id).map(|(_, d)| d.to_string()).unwrap_or_default(),
+                    Source::Default,
+                ),
+            };
+            report.push((id.to_string(), shown, source));
+        }
         if let Some(f) = &file.log_format {
             // Logging is set up before the file is read; it only knows --log-format / the variable.
             tracing::debug!(log_format = %f, "log_format in the config file applies from the next start with it as a flag");
         }
-        let mut r = Resolver { matches, report: Vec::new() };
-        let host = r
-            .pick("host", Some("HYPERLLAMA_HOST"), self.host.clone(), file.host, |v| opt(v, "127.0.0.1:11434"))
-            .unwrap_or_else(|| "127.0.0.1:11434".into());
-        let port = r.pick("port", None, self.port, file.port, |v| opt(v, "(from host)"));
-        let models = r.pick("models", Some("HYPERLLAMA_MODELS"), self.models.clone(), file.models, |v| {
-            v.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "$HYPERLLAMA_HOME/models".into())
-        });
-        let ctx_size = r.pick("ctx_size", Some("HYPERLLAMA_CTX_SIZE"), self.ctx_size, file.ctx_size, |v| {
-            opt(v, "4096 (capped by the model)")
-        });
-        let threads =
-            r.pick("threads", Some("HYPERLLAMA_THREADS"), self.threads, file.threads, |v| opt(v, "physical cores"));
-        let parallel_arg = self.parallel.or(ollama_env("OLLAMA_NUM_PARALLEL")?);
-        let parallel = r
-            .pick("parallel", Some("HYPERLLAMA_NUM_PARALLEL"), parallel_arg, file.parallel, |v| {
-                opt(v, &hyperllama_server::DEFAULT_PARALLEL.to_string())
-            })
-            .unwrap_or(hyperllama_server::DEFAULT_PARALLEL);
-        fix_ollama_source(&mut r.report, "parallel", self.parallel, "OLLAMA_NUM_PARALLEL");
-        let max_queue_arg = self.max_queue.or(ollama_env("OLLAMA_MAX_QUEUE")?);
-        let max_queue = r
-            .pick("max_queue", Some("HYPERLLAMA_MAX_QUEUE"), max_queue_arg, file.max_queue, |v| {
-                opt(v, &hyperllama_server::DEFAULT_MAX_QUEUE.to_string())
-            })
-            .unwrap_or(hyperllama_server::DEFAULT_MAX_QUEUE);
-        fix_ollama_source(&mut r.report, "max_queue", self.max_queue, "OLLAMA_MAX_QUEUE");
-        let step_tokens =
-            r.pick("step_tokens", Some("HYPERLLAMA_STEP_TOKENS"), self.step_tokens, file.step_tokens, |v| {
-                opt(v, "512")
-            });
-        let engine = r.pick("engine", Some("HYPERLLAMA_ENGINE"), self.engine.clone(), file.engine, |v| {
-            opt(v, "llamacpp for GGUF")
-        });
-        let openai_url =
-            r.pick("openai_url", Some("HYPERLLAMA_OPENAI_URL"), self.openai_url.clone(), file.openai_url, |v| {
-                opt(v, "none (no remote nodes)")
-            });
-        let commands = |v: &Option<Vec<String>>| match v {
-            Some(c) if !c.is_empty() => c.join("; "),
-            _ => "none".into(),
-        };
-        let launch = r
-            .pick("launch", Some("HYPERLLAMA_LAUNCH"), Some(self.launch.clone()), file.launch, commands)
-            .unwrap_or_default();
-        let vllm =
-            r.pick("vllm", Some("HYPERLLAMA_VLLM"), Some(self.vllm.clone()), file.vllm, commands).unwrap_or_default();
-        let openai_api_key = r.pick(
-            "openai_api_key",
-            Some("HYPERLLAMA_OPENAI_API_KEY"),
-            self.openai_api_key.clone(),
-            file.openai_api_key,
-            |v| if v.is_some() { "(set, not shown)".into() } else { "none".into() },
-        );
-        let keep_alive = r
-            .pick("keep_alive", Some("HYPERLLAMA_KEEP_ALIVE"), self.keep_alive.clone(), file.keep_alive, |v| {
-                opt(v, "5m")
-            })
-            .unwrap_or_else(|| "5m".into());
-        let max_loaded_models = r
-            .pick(
-                "max_loaded_models",
-                Some("HYPERLLAMA_MAX_LOADED_MODELS"),
-                self.max_loaded_models,
-                file.max_loaded_models,
-                |v| opt(v, "3"),
-            )
-            .unwrap_or(3);
-        let memory_limit = r
-            .pick("memory_limit", Some("HYPERLLAMA_MEMORY_LIMIT"), self.memory_limit.clone(), file.memory_limit, |v| {
-                opt(v, "available RAM")
-            })
-            .map(|s| parse_bytes(&s))
-            .transpose()
-            .context("invalid memory_limit")?;
-        let api_keys = r
-            .pick(
-                "api_keys",
-                Some("HYPERLLAMA_API_KEYS"),
-                (!self.api_keys.is_empty()).then(|| self.api_keys.clone()),
-                file.api_keys,
-                // Never the keys themselves.
-                |v| v.as_ref().map(|k| format!("{} key(s)", k.len())).unwrap_or_else(|| "none".into()),
-            )
-            .unwrap_or_default();
-        let api_keys_file = r.pick(
-            "api_keys_file",
-            Some("HYPERLLAMA_API_KEYS_FILE"),
-            self.api_keys_file.clone(),
-            file.api_keys_file,
-            |v| v.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
-        );
-        let rate_limit_rpm = r.pick(
-            "rate_limit_rpm",
-            Some("HYPERLLAMA_RATE_LIMIT_RPM"),
-            self.rate_limit_rpm,
-            file.rate_limit_rpm,
-            |v| opt(v, "unlimited"),
-        );
-        let rate_limit_tpm = r.pick(
-            "rate_limit_tpm",
-            Some("HYPERLLAMA_RATE_LIMIT_TPM"),
-            self.rate_limit_tpm,
-            file.rate_limit_tpm,
-            |v| opt(v, "unlimited"),
-        );
-        let origins_arg = if self.origins.is_empty() {
-            std::env::var("OLLAMA_ORIGINS")
-                .ok()
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| s.split(',').map(|o| o.trim().to_string()).collect::<Vec<_>>())
-        } else {
-            Some(self.origins.clone())
-        };
-        let origins = r
-            .pick("origins", Some("HYPERLLAMA_ORIGINS"), origins_arg, file.origins, |v| {
-                v.as_ref()
-                    .map(|o| o.join(","))
-                    .unwrap_or_else(|| "localhost, 127.0.0.1, app://, file://, tauri://".into())
-            })
-            .map(|mut extra| {
-                // As Ollama: configured origins add to the local defaults.
-                let mut all = hyperllama_server::default_origins();
-                all.append(&mut extra);
-                all
-            })
-            .unwrap_or_else(hyperllama_server::default_origins);
-        fix_ollama_source(&mut r.report, "origins", (!self.origins.is_empty()).then_some(()), "OLLAMA_ORIGINS");
-        let request_timeout = r
-            .pick(
-                "request_timeout",
-                Some("HYPERLLAMA_REQUEST_TIMEOUT"),
-                self.request_timeout.clone(),
-                file.request_timeout,
-                |v| opt(v, "none"),
-            )
-            .map(|s| parse_duration(&s))
-            .transpose()
-            .context("invalid request_timeout")?;
-        let shutdown_timeout = r
-            .pick(
-                "shutdown_timeout",
-                Some("HYPERLLAMA_SHUTDOWN_TIMEOUT"),
-                self.shutdown_timeout.clone(),
-                file.shutdown_timeout,
-                |v| opt(v, "10s"),
-            )
-            .map(|s| parse_duration(&s))
-            .transpose()
-            .context("invalid shutdown_timeout")?
-            .unwrap_or(hyperllama_server::SHUTDOWN_GRACE);
-        let show_path =
-            |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into());
-        let tls_cert = r.pick("tls_cert", Some("HYPERLLAMA_TLS_CERT"), self.tls_cert.clone(), file.tls_cert, show_path);
-        let tls_key = r.pick("tls_key", Some("HYPERLLAMA_TLS_KEY"), self.tls_key.clone(), file.tls_key, show_path);
-        if tls_cert.is_some() != tls_key.is_some() {
+        let m: ServeArgs = serde_json::from_value(Value::Object(merged)).context("merging the settings")?;
+        if m.tls_cert.is_some() != m.tls_key.is_some() {
             bail!("tls_cert and tls_key go together: set both or neither");
         }
+        let parallel = m.parallel.unwrap_or(hyperllama_server::DEFAULT_PARALLEL);
         if parallel == 0 {
             bail!("parallel must be at least 1");
         }
+        // As Ollama: configured origins add to the local defaults.
+        let mut origins = hyperllama_server::default_origins();
+        origins.extend(m.origins.iter().map(|o| o.trim().to_string()).filter(|o| !o.is_empty()));
         Ok(Settings {
-            host,
-            port,
-            models,
-            ctx_size,
-            threads,
+            host: m.host.unwrap_or_else(|| "127.0.0.1:11434".into()),
+            port: m.port,
+            models: m.models,
+            ctx_size: m.ctx_size,
+            threads: m.threads,
+            gpu_layers: m.gpu_layers,
             parallel,
-            max_queue,
-            step_tokens,
-            engine,
-            openai_url,
-            launch,
-            vllm,
-            openai_api_key,
-            keep_alive,
-            max_loaded_models,
-            memory_limit,
-            api_keys,
-            api_keys_file,
-            rate_limit_rpm,
-            rate_limit_tpm,
+            max_queue: m.max_queue.unwrap_or(hyperllama_server::DEFAULT_MAX_QUEUE),
+            step_tokens: m.step_tokens,
+            engine: m.engine.filter(|e| !e.is_empty()),
+            openai_url: m.openai_url,
+            launch: m.launch,
+            vllm: m.vllm,
+            openai_api_key: m.openai_api_key,
+            keep_alive: m.keep_alive.unwrap_or(KeepAlive::DEFAULT),
+            max_loaded_models: m.max_loaded_models.unwrap_or(3),
+            memory_limit: m.memory_limit.map(|b| b.0),
+            cache_ram: m.cache_ram,
+            cache_dir: m.cache_dir,
+            speculative: m.speculative,
+            api_keys: m.api_keys,
+            api_keys_file: m.api_keys_file,
+            rate_limit_rpm: m.rate_limit_rpm,
+            rate_limit_tpm: m.rate_limit_tpm,
             origins,
-            request_timeout,
-            shutdown_timeout,
-            tls_cert,
-            tls_key,
-            report: r.report,
+            request_timeout: m.request_timeout.map(|d| d.0),
+            shutdown_timeout: m.shutdown_timeout.map(|d| d.0).unwrap_or(hyperllama_server::SHUTDOWN_GRACE),
+            tls_cert: m.tls_cert,
+            tls_key: m.tls_key,
+            allow_local_paths: m.allow_local_paths.unwrap_or(false),
+            report,
         })
     }
 }
 
-/// A value that came from an Ollama variable (not HyperLlama's flag or variable) says so.
-fn fix_ollama_source<T>(report: &mut [(&'static str, String, Source)], id: &str, own: Option<T>, var: &str) {
-    if own.is_some() {
-        return;
+/// A value as `--print-config` shows it (secrets never).
+fn show(id: &str, v: &Value) -> String {
+    if SECRETS.contains(&id) {
+        return match v {
+            Value::Array(a) => format!("{} key(s)", a.len()),
+            _ => "(set, not shown)".into(),
+        };
     }
-    if std::env::var(var).is_ok_and(|v| !v.trim().is_empty()) {
-        if let Some(entry) = report.iter_mut().find(|e| e.0 == id && e.2 != Source::File) {
-            entry.2 = Source::Env(var.to_string());
-        }
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
     }
 }
 
 impl Settings {
-    /// The table `--print-config` prints.
-    pub fn print(&self) {
-        println!("{:<20} {:<45} source", "setting", "value");
+    /// The table `--print-config` prints (a closed pipe is an error the caller treats as done).
+    pub fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
+        writeln!(out, "{:<20} {:<45} source", "setting", "value")?;
         for (name, value, source) in &self.report {
-            println!("{name:<20} {value:<45} {source}");
+            writeln!(out, "{name:<20} {value:<45} {source}")?;
         }
+        out.flush()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::{CommandFactory, FromArgMatches, Parser};
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        serve: ServeArgs,
-    }
+    /// Serialises the tests that read or set process environment variables.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     fn resolve(args: &[&str]) -> anyhow::Result<Settings> {
-        let m = Cli::command().try_get_matches_from(std::iter::once("serve").chain(args.iter().copied()))?;
-        let cli = Cli::from_arg_matches(&m)?;
+        let m = OnlyServe::command().try_get_matches_from(std::iter::once("serve").chain(args.iter().copied()))?;
+        let cli = <OnlyServe as clap::FromArgMatches>::from_arg_matches(&m)?;
         cli.serve.resolve(&m)
     }
 
@@ -538,11 +510,12 @@ mod tests {
 
     #[test]
     fn flag_beats_file_beats_default() {
+        let _env = ENV.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hl.toml");
         std::fs::write(
             &path,
-            "parallel = 6\nmax_queue = 9\nkeep_alive = \"1h\"\napi_keys = [\"0123456789abcdef0123\"]\n",
+            "parallel = 6\nmax_queue = 9\nkeep_alive = \"1h\"\napi_keys = [\"0123456789abcdef0123\"]\nrequest_timeout = \"90s\"\n",
         )
         .unwrap();
         let p = path.to_str().unwrap();
@@ -551,7 +524,8 @@ mod tests {
         assert_eq!(source(&s, "parallel"), Source::Flag);
         assert_eq!(s.max_queue, 9);
         assert_eq!(source(&s, "max_queue"), Source::File);
-        assert_eq!(s.keep_alive, "1h");
+        assert_eq!(s.keep_alive, KeepAlive::For(Duration::from_secs(3600)));
+        assert_eq!(s.request_timeout, Some(Duration::from_secs(90)));
         assert_eq!(s.max_loaded_models, 3);
         assert_eq!(source(&s, "max_loaded_models"), Source::Default);
         assert_eq!(s.api_keys.len(), 1);
@@ -560,25 +534,67 @@ mod tests {
     }
 
     #[test]
+    fn ollama_variables_are_used_and_say_so() {
+        let _env = ENV.lock().unwrap_or_else(|p| p.into_inner());
+        std::env::set_var("OLLAMA_NUM_PARALLEL", "7");
+        std::env::set_var("OLLAMA_MAX_QUEUE", "9");
+        std::env::set_var("OLLAMA_ORIGINS", "https://x.example,https://y.example");
+        std::env::set_var("OLLAMA_KEEP_ALIVE", "-1");
+        let s = resolve(&[]);
+        let flagged = resolve(&["--parallel", "3"]);
+        std::env::set_var("OLLAMA_NUM_PARALLEL", "lots");
+        let bad = resolve(&[]);
+        for v in ["OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_QUEUE", "OLLAMA_ORIGINS", "OLLAMA_KEEP_ALIVE"] {
+            std::env::remove_var(v);
+        }
+        let s = s.unwrap();
+        assert_eq!((s.parallel, s.max_queue), (7, 9));
+        assert_eq!(source(&s, "parallel"), Source::Env("OLLAMA_NUM_PARALLEL".into()));
+        assert_eq!(source(&s, "max_queue"), Source::Env("OLLAMA_MAX_QUEUE".into()));
+        assert!(
+            s.origins.contains(&"https://y.example".to_string()) && s.origins.contains(&"http://localhost".to_string())
+        );
+        assert_eq!(source(&s, "origins"), Source::Env("OLLAMA_ORIGINS".into()));
+        assert_eq!(s.keep_alive, KeepAlive::Forever);
+        // HyperLlama's own flag wins, and says so.
+        let f = flagged.unwrap();
+        assert_eq!((f.parallel, source(&f, "parallel")), (3, Source::Flag));
+        let e = bad.unwrap_err();
+        assert!(format!("{e:#}").contains("OLLAMA_NUM_PARALLEL"), "{e:#}");
+    }
+
+    #[test]
     fn unknown_file_keys_and_bad_values_are_errors() {
+        let _env = ENV.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hl.toml");
         std::fs::write(&path, "paralel = 6\n").unwrap();
         let e = resolve(&["--config", path.to_str().unwrap()]).unwrap_err();
         assert!(format!("{e:#}").contains("paralel"), "{e:#}");
+        std::fs::write(&path, "keep_alive = \"soon\"\n").unwrap();
+        assert!(resolve(&["--config", path.to_str().unwrap()]).is_err());
         assert!(resolve(&["--request-timeout", "soon"]).is_err());
         assert!(resolve(&["--memory-limit", "lots"]).is_err());
         assert!(resolve(&["--parallel", "0"]).is_err());
     }
 
     #[test]
-    fn durations_and_sizes() {
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse_duration("-1s").is_err());
-        assert_eq!(parse_bytes("8GiB").unwrap(), 8 << 30);
-        assert_eq!(parse_bytes("512MB").unwrap(), 512_000_000);
-        assert!(parse_bytes("5 parsecs").is_err());
+    fn printing_to_a_closed_pipe_is_an_error_not_a_panic() {
+        let _env = ENV.lock().unwrap_or_else(|p| p.into_inner());
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let s = resolve(&[]).unwrap();
+        assert_eq!(s.print(&mut Closed).unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+        let mut buf = Vec::new();
+        s.print(&mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.contains("parallel") && text.contains("default"), "{text}");
     }
 }

@@ -7,6 +7,7 @@ mod client;
 mod commands;
 mod config;
 mod engines;
+mod local;
 
 use std::process::ExitCode;
 

@@ -7,13 +7,16 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod error;
+mod keep_alive;
 mod message;
 mod request;
 mod sampling;
+pub mod units;
 mod usage;
 
 pub use error::ValidationError;
+pub use keep_alive::KeepAlive;
 pub use message::{Message, Role, ToolCall, ToolSpec};
-pub use request::{GenerateRequest, OutputFormat, Prompt, StopConditions};
+pub use request::{GenerateRequest, OutputFormat, Prompt, StopConditions, ValidRequest, MAX_TOP_LOGPROBS};
 pub use sampling::{Penalties, Sampling, SamplingParams};
-pub use usage::{FinishReason, Timings, TokenEvent, Usage, UNKNOWN_TOKEN_ID};
+pub use usage::{FinishReason, Logprobs, Timings, TokenEvent, TokenLogprob, Usage, UNKNOWN_TOKEN_ID};

@@ -32,6 +32,13 @@ pub struct Message {
     /// For `Role::Tool`: which tool produced this result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_name: Option<String>,
+    /// For `Role::Tool`: the id of the call this answers (OpenAI's `tool_call_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// The model's reasoning in an assistant turn (Ollama's `thinking`, OpenAI's
+    /// `reasoning_content`), for templates that show earlier reasoning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
 }
 
 /// A function the model may call, described by a JSON Schema of its arguments.
@@ -47,13 +54,29 @@ pub struct ToolSpec {
 /// A call the model asked for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {
+    /// The call's id (OpenAI's `call_...`), when one was given or assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     pub name: String,
     pub arguments: serde_json::Value,
 }
 
+impl ToolCall {
+    pub fn new(name: impl Into<String>, arguments: serde_json::Value) -> Self {
+        Self { id: None, name: name.into(), arguments }
+    }
+}
+
 impl Message {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self { role, content: content.into(), tool_calls: Vec::new(), tool_name: None }
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_name: None,
+            tool_call_id: None,
+            thinking: None,
+        }
     }
     pub fn system(content: impl Into<String>) -> Self {
         Self::new(Role::System, content)

@@ -42,6 +42,35 @@ pub struct GenerateRequest {
     pub format: Option<OutputFormat>,
     /// Functions the model may call (rendered through the chat template).
     pub tools: Vec<ToolSpec>,
+    /// Log-probabilities to report with each token: `None` for none, `Some(n)` for the sampled
+    /// token's and the `n` most likely alternatives' (0..=20).
+    pub logprobs: Option<u8>,
+}
+
+/// The most alternatives a request may ask log-probabilities for (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: u8 = 20;
+
+/// A [`GenerateRequest`] that passed [`GenerateRequest::validate`]: engines take only this, so
+/// a request is validated once, above them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidRequest(GenerateRequest);
+
+impl ValidRequest {
+    pub fn into_inner(self) -> GenerateRequest {
+        self.0
+    }
+
+    /// The same request with a raw prompt (an engine that renders the chat itself).
+    pub fn with_raw_prompt(self, text: String) -> Self {
+        Self(GenerateRequest { prompt: Prompt::Raw(text), tools: Vec::new(), ..self.0 })
+    }
+}
+
+impl std::ops::Deref for ValidRequest {
+    type Target = GenerateRequest;
+    fn deref(&self) -> &GenerateRequest {
+        &self.0
+    }
 }
 
 impl GenerateRequest {
@@ -53,11 +82,17 @@ impl GenerateRequest {
             cache_prompt: true,
             format: None,
             tools: Vec::new(),
+            logprobs: None,
         }
     }
 
     /// Checks what can be checked without the model (the engine checks the context length).
-    pub fn validate(&self) -> Result<(), ValidationError> {
+    pub fn validate(self) -> Result<ValidRequest, ValidationError> {
+        self.check()?;
+        Ok(ValidRequest(self))
+    }
+
+    fn check(&self) -> Result<(), ValidationError> {
         match &self.prompt {
             Prompt::Chat(messages) if messages.is_empty() => return Err(ValidationError::Empty { field: "messages" }),
             _ => {}
@@ -78,6 +113,13 @@ impl GenerateRequest {
         if self.stop.max_tokens == Some(0) {
             return Err(ValidationError::OutOfRange { field: "max_tokens", expected: "at least 1", got: "0".into() });
         }
+        if let Some(n) = self.logprobs.filter(|n| *n > MAX_TOP_LOGPROBS) {
+            return Err(ValidationError::OutOfRange {
+                field: "top_logprobs",
+                expected: "between 0 and 20",
+                got: n.to_string(),
+            });
+        }
         Ok(())
     }
 }
@@ -90,11 +132,14 @@ mod tests {
     fn empty_chat_and_empty_stop_are_rejected() {
         assert!(GenerateRequest::new(Prompt::Chat(vec![])).validate().is_err());
         let mut r = GenerateRequest::new(Prompt::Raw("hi".into()));
-        assert!(r.validate().is_ok());
+        assert!(r.clone().validate().is_ok());
         r.stop.stop = vec![String::new()];
-        assert!(r.validate().is_err());
+        assert!(r.clone().validate().is_err());
         r.stop.stop.clear();
         r.stop.max_tokens = Some(0);
+        assert!(r.clone().validate().is_err());
+        r.stop.max_tokens = None;
+        r.logprobs = Some(21);
         assert!(r.validate().is_err());
     }
 }

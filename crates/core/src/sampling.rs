@@ -31,9 +31,14 @@ impl Sampling {
             check_range("min_p", p, 0.0, 1.0, "between 0 and 1")?;
         }
         let top_k = match top_k {
-            None | Some(0) => None,
+            // 0 (Ollama, llama.cpp) and -1 (vLLM) both mean "the whole vocabulary".
+            None | Some(0) | Some(-1) => None,
             Some(k) if k < 0 => {
-                return Err(ValidationError::OutOfRange { field: "top_k", expected: ">= 0", got: k.to_string() })
+                return Err(ValidationError::OutOfRange {
+                    field: "top_k",
+                    expected: ">= 0 (0 or -1: the whole vocabulary)",
+                    got: k.to_string(),
+                })
             }
             Some(k) => Some(u32::try_from(k).unwrap_or(u32::MAX)),
         };
@@ -50,6 +55,12 @@ impl Sampling {
 
     /// Ollama's and llama.cpp's default.
     pub const DEFAULT_TEMPERATURE: f32 = 0.8;
+    /// The candidates kept when a request does not say (`top_k`), as llama-server and Ollama
+    /// do: without it, top-p sorts the whole vocabulary for every token (0.5-2.4 ms per token
+    /// per sequence on a 49k vocabulary, measured), with it the cost is microseconds.
+    pub const DEFAULT_TOP_K: i64 = 40;
+    /// Ollama's default `top_p`.
+    pub const DEFAULT_TOP_P: f32 = 0.9;
 }
 
 /// Penalties against repeating tokens, applied over the last `last_n` tokens.
@@ -175,6 +186,7 @@ mod tests {
         assert!(Sampling::from_knobs(Some(f32::NAN), None, None, None).is_err());
         assert!(Sampling::from_knobs(None, None, Some(1.5), None).is_err());
         assert!(Sampling::from_knobs(None, Some(-3), None, None).is_err());
+        assert!(matches!(Sampling::from_knobs(None, Some(-1), None, None), Ok(Sampling::Random { top_k: None, .. })));
         assert!(Penalties::new(Some(0.0), None, None, None).is_err());
         assert!(Penalties::new(None, Some(3.0), None, None).is_err());
         assert!(Penalties::new(None, None, Some(f32::NAN), None).is_err());

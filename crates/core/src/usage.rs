@@ -57,13 +57,41 @@ pub enum TokenEvent {
     /// a UTF-8 character, or text held back because it may start a stop string) or hold text
     /// of earlier tokens released now.
     /// `id` is the vocabulary id, or [`UNKNOWN_TOKEN_ID`] from an engine that streams text
-    /// without ids (a remote OpenAI-compatible server).
-    Token { id: u32, text: String },
+    /// without ids (a remote OpenAI-compatible server). `logprobs` when the request asked.
+    Token { id: u32, text: String, logprobs: Option<Box<Logprobs>> },
+    /// A tool call an engine parsed itself (a remote server with a tool parser).
+    ToolCall(crate::ToolCall),
     /// Text released without a new token: what was held back (a partial stop string, a
     /// dangling byte) when generation ended for another reason. Append it like a token's text.
     Text(String),
     /// Always the last event of a stream that was not cut short by an error.
     Done { finish_reason: FinishReason, usage: Usage, timings: Timings },
+}
+
+/// One token's log-probability, and its text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub id: u32,
+    /// The token's own text (its bytes, lossily decoded; a piece of a character shows as U+FFFD).
+    pub text: String,
+    pub bytes: Vec<u8>,
+    /// Natural log of its probability under the distribution the token was sampled from.
+    pub logprob: f32,
+}
+
+/// The log-probabilities reported with one generated token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Logprobs {
+    pub token: TokenLogprob,
+    /// The most likely alternatives, most likely first (as many as the request asked for).
+    pub top: Vec<TokenLogprob>,
+}
+
+impl TokenEvent {
+    /// A token without log-probabilities.
+    pub fn token(id: u32, text: impl Into<String>) -> Self {
+        TokenEvent::Token { id, text: text.into(), logprobs: None }
+    }
 }
 
 /// The `id` of a [`TokenEvent::Token`] whose vocabulary id the engine does not know.

@@ -18,7 +18,7 @@ mod worker;
 
 use std::sync::{Arc, OnceLock};
 
-use hyperllama_engine::{Engine, EngineError, EngineInfo, Health, LoadOptions, LoadedModel};
+use hyperllama_engine::{Engine, EngineError, EngineInfo, Health, LoadOptions, LoadedModel, MemoryEstimate};
 use llama_cpp_2::llama_backend::LlamaBackend;
 
 pub use model::LlamaCppModel;
@@ -68,8 +68,42 @@ impl LlamaCppEngine {
     }
 }
 
+/// The context a load gets when the caller does not ask for one (Ollama's default), capped by
+/// what the model was trained with.
+pub const DEFAULT_CTX: u32 = 4096;
+
 #[async_trait::async_trait]
 impl Engine for LlamaCppEngine {
+    fn id(&self) -> &'static str {
+        "llamacpp"
+    }
+
+    /// Weights as stored (quantized), an f16 KV cache of `ctx x parallel` cells, and the
+    /// compute buffers of one micro-batch.
+    async fn estimate_memory(&self, options: &LoadOptions) -> Result<Option<MemoryEstimate>, EngineError> {
+        let options = options.clone();
+        tokio::task::spawn_blocking(move || {
+            let gguf = hyperllama_gguf::GgufFile::open(&options.path).map_err(|e| EngineError::Load(e.to_string()))?;
+            let trained = u32::try_from(gguf.context_length().unwrap_or(0)).unwrap_or(u32::MAX);
+            let ctx = options.ctx_size.unwrap_or(if trained > 0 { DEFAULT_CTX.min(trained) } else { DEFAULT_CTX });
+            let parallel = options.parallel.unwrap_or(1).max(1);
+            let e = gguf.memory_estimate(u64::from(ctx), u64::from(parallel));
+            Ok(Some(MemoryEstimate {
+                weights: e.weights,
+                kv_cache: e.kv_cache,
+                compute: e.compute,
+                total: e.total,
+                context: u64::from(ctx),
+                parallel: u64::from(parallel),
+            }))
+        })
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))?
+    }
+
+    /// Nothing runs beside this process.
+    async fn shutdown(&self) {}
+
     fn info(&self) -> EngineInfo {
         EngineInfo {
             id: "llamacpp",

@@ -5,9 +5,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use hyperllama_core::{GenerateRequest, Prompt, ToolSpec, ValidationError};
+use hyperllama_core::{Prompt, ToolSpec, ValidRequest, ValidationError};
 use hyperllama_engine::{
-    ChatTemplate, Embeddings, EngineError, LoadOptions, LoadedModel, ModelInfo, ModelStats, TokenStream,
+    ChatTemplate, Embeddings, EngineError, LoadOptions, LoadedModel, ModelInfo, ModelStats, PromptRenderer,
+    TokenStream, Tokenizer,
 };
 use hyperllama_gguf::GgufFile;
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -19,24 +20,62 @@ use llama_cpp_2::token::LlamaToken;
 
 use crate::worker::{self, Command, Job, SchedulerConfig};
 
-/// Context length when the caller does not ask for one (Ollama's default), capped by training.
-const DEFAULT_CTX: u32 = 4096;
+use crate::DEFAULT_CTX;
 /// Tokens per batched decode step (decode tokens of every sequence + prompt chunks).
 const DEFAULT_STEP_TOKENS: u32 = 512;
 
 /// A GGUF model loaded into llama.cpp, served by its own compute thread.
 pub struct LlamaCppModel {
-    model: Arc<LlamaModel>,
+    text: Arc<TextSide>,
     info: ModelInfo,
-    template: Option<ChatTemplate>,
-    bos_text: String,
-    add_bos: bool,
     jobs: Mutex<Option<mpsc::Sender<Command>>>,
     /// Requests accepted and not yet done; with `admit_limit`, the admission bound.
     in_flight: Arc<AtomicU32>,
     admit_limit: u32,
     worker: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<Mutex<ModelStats>>,
+}
+
+/// What turns a request into tokens: the vocabulary, the chat template, grammars. Shared with
+/// the blocking pool, where that work runs (never on the async runtime's threads).
+struct TextSide {
+    model: Arc<LlamaModel>,
+    template: Option<ChatTemplate>,
+    bos_text: String,
+    add_bos: bool,
+}
+
+impl TextSide {
+    fn tokens_for(&self, text: &str) -> Vec<LlamaToken> {
+        // A rendered chat template usually writes the BOS token itself; never add a second one.
+        let add_special = self.add_bos && (self.bos_text.is_empty() || !text.starts_with(&self.bos_text));
+        self.model.vocab().tokenize(text.as_bytes(), add_special, true)
+    }
+
+    /// Renders, compiles the grammar and tokenizes: everything a request needs before the
+    /// compute thread takes it. Blocking (CPU work).
+    fn prepare(&self, request: &ValidRequest, ctx_size: u32) -> Result<(Vec<LlamaToken>, Option<String>), EngineError> {
+        let text = hyperllama_engine::render_prompt(self.template.as_ref(), &request.prompt, &request.tools)?;
+        let grammar = match &request.format {
+            Some(format) => {
+                let g = crate::grammar::for_format(format)?;
+                // Compile it here, so a bad grammar is the caller's 400 and not a broken stream.
+                LlamaSampler::grammar(&self.model, &g, "root")
+                    .map_err(|e| ValidationError::Invalid(format!("`format` produced an unusable grammar: {e}")))?;
+                Some(g)
+            }
+            None => None,
+        };
+        let tokens = self.tokens_for(&text);
+        if tokens.is_empty() {
+            return Err(ValidationError::Empty { field: "prompt" }.into());
+        }
+        let prompt_tokens = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        if prompt_tokens >= ctx_size {
+            return Err(EngineError::PromptTooLong { prompt_tokens, ctx_size });
+        }
+        Ok((tokens, grammar))
+    }
 }
 
 impl LlamaCppModel {
@@ -132,23 +171,14 @@ impl LlamaCppModel {
             .map_err(|_| EngineError::Internal("the compute thread died while creating the context".into()))??;
 
         Ok(Self {
-            model,
+            text: Arc::new(TextSide { model, template, bos_text, add_bos }),
             info,
-            template,
-            bos_text,
-            add_bos,
             jobs: Mutex::new(Some(jobs_tx)),
             in_flight: Arc::new(AtomicU32::new(0)),
             admit_limit: options.max_queue.map_or(u32::MAX, |q| q.saturating_add(parallel)),
             worker: Mutex::new(Some(worker)),
             stats,
         })
-    }
-
-    fn tokens_for(&self, text: &str) -> Vec<LlamaToken> {
-        // A rendered chat template usually writes the BOS token itself; never add a second one.
-        let add_special = self.add_bos && (self.bos_text.is_empty() || !text.starts_with(&self.bos_text));
-        self.model.vocab().tokenize(text.as_bytes(), add_special, true)
     }
 
     fn send(&self, command: Command) -> Result<(), EngineError> {
@@ -190,6 +220,38 @@ fn short_name(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().chars().take(20).collect()).unwrap_or_default()
 }
 
+impl Tokenizer for LlamaCppModel {
+    fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>, EngineError> {
+        let tokens = if special {
+            self.text.tokens_for(text)
+        } else {
+            self.text.model.vocab().tokenize(text.as_bytes(), false, false)
+        };
+        Ok(tokens.into_iter().map(|t| t.0 as u32).collect())
+    }
+
+    fn token_bytes(&self, id: u32) -> Result<Vec<u8>, EngineError> {
+        let n_vocab = self.text.model.n_vocab();
+        let token = i32::try_from(id).ok().filter(|t| *t < n_vocab).ok_or_else(|| {
+            EngineError::Validation(ValidationError::OutOfRange {
+                field: "tokens",
+                expected: "ids in the vocabulary",
+                got: id.to_string(),
+            })
+        })?;
+        Ok(self.text.model.vocab().token_to_piece(LlamaToken(token), true, None))
+    }
+}
+
+impl PromptRenderer for LlamaCppModel {
+    fn render_prompt(&self, prompt: &Prompt, tools: &[ToolSpec]) -> Result<String, EngineError> {
+        hyperllama_engine::render_prompt(self.text.template.as_ref(), prompt, tools)
+    }
+    fn template(&self) -> Option<&ChatTemplate> {
+        self.text.template.as_ref()
+    }
+}
+
 #[async_trait::async_trait]
 impl LoadedModel for LlamaCppModel {
     fn info(&self) -> &ModelInfo {
@@ -200,8 +262,12 @@ impl LoadedModel for LlamaCppModel {
         self.stats.lock().map(|s| *s).unwrap_or_default()
     }
 
-    fn render_prompt(&self, prompt: &Prompt, tools: &[ToolSpec]) -> Result<String, EngineError> {
-        hyperllama_engine::render_prompt(self.template.as_ref(), prompt, tools)
+    fn tokenizer(&self) -> Option<&dyn Tokenizer> {
+        Some(self)
+    }
+
+    fn renderer(&self) -> Option<&dyn PromptRenderer> {
+        Some(self)
     }
 
     async fn embed(&self, inputs: Vec<String>, truncate: bool) -> Result<Embeddings, EngineError> {
@@ -209,54 +275,24 @@ impl LoadedModel for LlamaCppModel {
             return Err(ValidationError::Empty { field: "input" }.into());
         }
         let limit = self.info.loaded_context.min(worker::EMBED_MAX_TOKENS) as usize;
-        let mut batches = Vec::with_capacity(inputs.len());
-        for (i, text) in inputs.iter().enumerate() {
-            let mut tokens = self.tokens_for(text);
-            if tokens.is_empty() {
-                return Err(ValidationError::Invalid(format!("input #{i} is empty")).into());
-            }
-            if tokens.len() > limit {
-                if !truncate {
-                    return Err(EngineError::PromptTooLong {
-                        prompt_tokens: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
-                        ctx_size: limit as u32,
-                    });
-                }
-                tokens.truncate(limit);
-            }
-            batches.push(tokens);
-        }
+        let text = self.text.clone();
+        let batches = tokio::task::spawn_blocking(move || tokenize_inputs(&text, &inputs, limit, truncate))
+            .await
+            .map_err(|e| EngineError::Internal(format!("tokenizer thread failed: {e}")))??;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Command::Embed { inputs: batches, reply: tx })?;
         rx.await.map_err(|_| EngineError::Internal("the compute thread dropped the embedding request".into()))?
     }
 
-    fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError> {
-        Ok(self.tokens_for(text).into_iter().map(|t| t.0 as u32).collect())
-    }
-
-    async fn generate(&self, request: GenerateRequest) -> Result<TokenStream, EngineError> {
+    async fn generate(&self, request: ValidRequest) -> Result<TokenStream, EngineError> {
         let queued_at = Instant::now();
-        request.validate()?;
-        let text = self.render_prompt(&request.prompt, &request.tools)?;
-        let grammar = match &request.format {
-            Some(format) => {
-                let g = crate::grammar::for_format(format)?;
-                // Compile it here, so a bad grammar is the caller's 400 and not a broken stream.
-                LlamaSampler::grammar(&self.model, &g, "root")
-                    .map_err(|e| ValidationError::Invalid(format!("`format` produced an unusable grammar: {e}")))?;
-                Some(g)
-            }
-            None => None,
-        };
-        let tokens = self.tokens_for(&text);
-        if tokens.is_empty() {
-            return Err(ValidationError::Empty { field: "prompt" }.into());
-        }
-        let prompt_tokens = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
-        if prompt_tokens >= self.info.loaded_context {
-            return Err(EngineError::PromptTooLong { prompt_tokens, ctx_size: self.info.loaded_context });
-        }
+        let text = self.text.clone();
+        let ctx_size = self.info.loaded_context;
+        let (tokens, grammar, request) = tokio::task::spawn_blocking(move || {
+            text.prepare(&request, ctx_size).map(|(tokens, grammar)| (tokens, grammar, request))
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("tokenizer thread failed: {e}")))??;
         // Admission: at most `parallel` running plus `max_queue` waiting; refuse the rest now.
         let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let ticket = Ticket::new(self.in_flight.clone());
@@ -291,8 +327,35 @@ impl LoadedModel for LlamaCppModel {
 
 impl Drop for LlamaCppModel {
     fn drop(&mut self) {
-        if let Some(handle) = self.stop_worker() {
-            let _ = handle.join();
-        }
+        // The compute thread frees the context and its share of the weights as it stops; it is
+        // not joined here, since a drop may happen on the async runtime's threads.
+        let _ = self.stop_worker();
     }
+}
+
+/// Each input's tokens, cut to `limit` with `truncate`, else refused when longer.
+fn tokenize_inputs(
+    text: &TextSide,
+    inputs: &[String],
+    limit: usize,
+    truncate: bool,
+) -> Result<Vec<Vec<LlamaToken>>, EngineError> {
+    let mut batches = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.iter().enumerate() {
+        let mut tokens = text.tokens_for(input);
+        if tokens.is_empty() {
+            return Err(ValidationError::Invalid(format!("input #{i} is empty")).into());
+        }
+        if tokens.len() > limit {
+            if !truncate {
+                return Err(EngineError::PromptTooLong {
+                    prompt_tokens: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
+                    ctx_size: limit as u32,
+                });
+            }
+            tokens.truncate(limit);
+        }
+        batches.push(tokens);
+    }
+    Ok(batches)
 }

@@ -28,7 +28,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
-use hyperllama_core::{FinishReason, GenerateRequest, Timings, TokenEvent, Usage};
+use hyperllama_core::{FinishReason, Timings, TokenEvent, Usage, ValidRequest};
 use hyperllama_engine::{Embeddings, EngineError, ModelStats, StopMatcher, Utf8Decoder};
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::context::LlamaContext;
@@ -53,7 +53,7 @@ const MIN_PREFIX_COPY: usize = 16;
 
 pub(crate) struct Job {
     pub tokens: Vec<LlamaToken>,
-    pub request: GenerateRequest,
+    pub request: ValidRequest,
     /// A GBNF grammar the output must follow (`format`).
     pub grammar: Option<String>,
     pub tx: EventSender,
@@ -500,7 +500,7 @@ impl Worker<'_> {
         a.generated += 1;
         let piece = vocab.token_to_piece(token, false, None);
         let step = a.stop.push(&a.decoder.push(&piece));
-        if a.tx.send(Ok(TokenEvent::Token { id: token.0 as u32, text: step.emit })).is_err() {
+        if a.tx.send(Ok(TokenEvent::token(token.0 as u32, step.emit))).is_err() {
             let generated = a.generated;
             slot.active = None;
             if let Ok(mut s) = self.stats.lock() {

@@ -1,12 +1,10 @@
 //! Continuous batching with the real model: several sequences in one llama.cpp context.
 
-mod util;
-
+use crate::util::{chat, greedy, load_with, model_path, run, valid};
 use futures::future::join_all;
 use futures::{FutureExt, StreamExt};
 use hyperllama_core::{Prompt, TokenEvent};
 use hyperllama_engine::{EngineError, LoadOptions};
-use util::{chat, greedy, load_with, model_path, run};
 
 fn options(parallel: u32) -> LoadOptions {
     LoadOptions { path: model_path(), ctx_size: Some(1024), parallel: Some(parallel), ..LoadOptions::default() }
@@ -63,13 +61,13 @@ async fn a_long_prompt_is_prefilled_in_chunks_while_running_streams_keep_going()
     let model = load_with(LoadOptions { step_tokens: Some(64), ..options(2) }).await;
     let mut long_gen = greedy(chat("Write a long essay about the history of the Roman Empire."), 400);
     long_gen.stop.ignore_eos = true;
-    let mut a = model.generate(long_gen).await.expect("starts");
+    let mut a = model.generate(valid(long_gen)).await.expect("starts");
     for _ in 0..3 {
         assert!(matches!(a.next().await, Some(Ok(TokenEvent::Token { .. }))));
     }
     // About 600 prompt tokens: ten steps of 64, each of which also decodes a token of `a`.
     let long_prompt = "The quick brown fox jumps over the lazy dog. ".repeat(60);
-    let mut b = model.generate(greedy(Prompt::Raw(long_prompt), 2)).await.expect("starts");
+    let mut b = model.generate(valid(greedy(Prompt::Raw(long_prompt), 2))).await.expect("starts");
     let mut a_tokens = 0;
     loop {
         tokio::select! {
@@ -95,17 +93,17 @@ async fn a_full_queue_refuses_new_requests_at_once() {
     let model = load_with(LoadOptions { max_queue: Some(1), ..options(1) }).await;
     let mut req = greedy(chat("Write a long essay about the history of the Roman Empire."), 500);
     req.stop.ignore_eos = true;
-    let mut running = model.generate(req.clone()).await.expect("takes the slot");
+    let mut running = model.generate(valid(req.clone())).await.expect("takes the slot");
     assert!(matches!(running.next().await, Some(Ok(TokenEvent::Token { .. }))));
-    let waiting = model.generate(req.clone()).await.expect("waits in the queue");
-    match model.generate(req.clone()).await {
+    let waiting = model.generate(valid(req.clone())).await.expect("waits in the queue");
+    match model.generate(valid(req.clone())).await {
         Err(EngineError::Overloaded { waiting }) => assert_eq!(waiting, 1),
         Err(e) => panic!("expected Overloaded, got {e}"),
         Ok(_) => panic!("a third request was accepted with 1 slot and a queue of 1"),
     }
     // Cancelling the waiting one makes room again.
     drop(waiting);
-    let again = model.generate(greedy(chat("Hi"), 2)).await.expect("room after a cancellation");
+    let again = model.generate(valid(greedy(chat("Hi"), 2))).await.expect("room after a cancellation");
     drop(running);
     let out = futures::StreamExt::collect::<Vec<_>>(again).await;
     assert!(matches!(out.last(), Some(Ok(TokenEvent::Done { .. }))), "{out:?}");
@@ -119,7 +117,7 @@ async fn a_prefix_cached_in_a_busy_slot_is_shared_with_a_new_request() {
         |q: &str| Prompt::Chat(vec![hyperllama_core::Message::system(&system), hyperllama_core::Message::user(q)]);
     let mut first = greedy(prompt("Tell me a long story."), 300);
     first.stop.ignore_eos = true;
-    let mut a = model.generate(first).await.expect("starts");
+    let mut a = model.generate(valid(first)).await.expect("starts");
     assert!(matches!(a.next().await, Some(Ok(TokenEvent::Token { .. }))));
     // The other slot is empty; the system prompt is only in the busy one.
     let b = run(model.as_ref(), greedy(prompt("What is the capital of France? Answer in one sentence."), 12)).await;
@@ -137,11 +135,11 @@ async fn a_panic_in_a_step_fails_its_batch_and_the_model_serves_on() {
     let model = load_with(options(2)).await;
     let mut long = greedy(chat("Write a long essay about the history of the Roman Empire."), 300);
     long.stop.ignore_eos = true;
-    let mut a = model.generate(long).await.expect("starts");
+    let mut a = model.generate(valid(long)).await.expect("starts");
     assert!(matches!(a.next().await, Some(Ok(TokenEvent::Token { .. }))));
     let mut faulty = greedy(chat("Hi"), 20);
     faulty.stop.stop.push(hyperllama_engine_llamacpp::FAULT_PANIC.to_string());
-    let b = futures::StreamExt::collect::<Vec<_>>(model.generate(faulty).await.expect("starts")).await;
+    let b = futures::StreamExt::collect::<Vec<_>>(model.generate(valid(faulty)).await.expect("starts")).await;
     match b.last() {
         Some(Err(EngineError::Internal(msg))) => assert!(msg.contains("panicked"), "{msg}"),
         other => panic!("expected an internal error, got {other:?}"),

@@ -1,13 +1,11 @@
 //! End-to-end tests of the embedded llama.cpp engine with the real SmolLM2-135M model.
 
-mod util;
-
 use std::time::{Duration, Instant};
 
+use crate::util::{chat, greedy, load, load_with, model_path, run, valid};
 use futures::StreamExt;
 use hyperllama_core::{FinishReason, Message, OutputFormat, Prompt, Sampling, SamplingParams, TokenEvent, ToolSpec};
 use hyperllama_engine::{EngineError, LoadOptions};
-use util::{chat, greedy, load, load_with, model_path, run};
 
 const LONG: &str = "Write a long essay about the history of the Roman Empire.";
 
@@ -71,13 +69,13 @@ async fn stop_string_ends_generation_and_is_not_emitted() {
 async fn chat_template_is_applied_as_the_model_was_trained() {
     let model = load().await;
     let prompt = Prompt::Chat(vec![Message::user("Name a colour.")]);
-    let rendered = model.render_prompt(&prompt, &[]).expect("renders");
+    let rendered = model.renderer().expect("renders itself").render_prompt(&prompt, &[]).expect("renders");
     let by_hand =
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
                    <|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n";
     assert_eq!(rendered, by_hand);
     // <|im_start|> is one special token, not text.
-    let ids = model.tokenize(by_hand).expect("tokenizes");
+    let ids = model.tokenizer().expect("tokenizes itself").tokenize(by_hand, true).expect("tokenizes");
     assert_eq!(ids.iter().filter(|&&t| t == ids[0]).count(), 3, "{ids:?}");
     let via_template = run(model.as_ref(), greedy(prompt, 12)).await;
     let via_raw = run(model.as_ref(), greedy(Prompt::Raw(by_hand.into()), 12)).await;
@@ -122,7 +120,7 @@ async fn dropping_the_stream_cancels_the_work() {
     let model = load().await;
     let mut req = greedy(chat(LONG), 2000);
     req.stop.ignore_eos = true;
-    let mut stream = model.generate(req).await.expect("starts");
+    let mut stream = model.generate(valid(req)).await.expect("starts");
     for _ in 0..3 {
         match stream.next().await {
             Some(Ok(TokenEvent::Token { .. })) => {}
@@ -151,7 +149,7 @@ async fn dropping_the_stream_cancels_the_work() {
 async fn prompt_longer_than_context_is_rejected_before_streaming() {
     let model = load_with(LoadOptions { path: model_path(), ctx_size: Some(64), ..LoadOptions::default() }).await;
     let long = "word ".repeat(400);
-    let err = match model.generate(greedy(Prompt::Raw(long), 4)).await {
+    let err = match model.generate(valid(greedy(Prompt::Raw(long), 4))).await {
         Err(e) => e,
         Ok(_) => panic!("a 400-token prompt fits a small context?"),
     };
@@ -190,7 +188,7 @@ async fn model_info_comes_from_the_gguf() {
 async fn unloaded_model_refuses_work() {
     let model = load().await;
     model.unload().await.expect("unloads");
-    let err = model.generate(greedy(chat("hi"), 2)).await.err().expect("refused");
+    let err = model.generate(valid(greedy(chat("hi"), 2))).await.err().expect("refused");
     assert!(matches!(err, EngineError::Unavailable(_)), "{err}");
 }
 
@@ -244,7 +242,11 @@ async fn json_schema_is_followed() {
 
     let mut bad = greedy(chat("x"), 8);
     bad.format = Some(OutputFormat::JsonSchema(serde_json::json!("not a schema")));
-    assert!(matches!(model.generate(bad).await, Err(EngineError::Validation(_))));
+    assert!(bad.validate().is_err(), "not a schema: refused before any engine sees it");
+    // A schema object llama.cpp cannot turn into a grammar is the caller's error too.
+    let mut unusable = greedy(chat("x"), 8);
+    unusable.format = Some(OutputFormat::JsonSchema(serde_json::json!({ "type": "nonsense-type" })));
+    assert!(matches!(model.generate(valid(unusable)).await, Err(EngineError::Validation(_))));
 }
 
 #[tokio::test]
@@ -255,7 +257,8 @@ async fn tools_are_described_to_a_template_without_tool_support() {
         description: "Current weather in a city".into(),
         parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
     }];
-    let text = model.render_prompt(&chat("Weather in Paris?"), &tools).expect("renders");
+    let text =
+        model.renderer().expect("renders itself").render_prompt(&chat("Weather in Paris?"), &tools).expect("renders");
     assert!(text.starts_with("<|im_start|>system\n") && text.contains("get_weather") && text.contains("<tool_call>"));
     assert!(!text.contains("named SmolLM"), "the tool instructions replace the default system prompt");
 }

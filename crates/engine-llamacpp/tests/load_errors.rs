@@ -1,7 +1,5 @@
 //! Loading bad files fails with a precise error, never a crash.
 
-mod util;
-
 use hyperllama_engine::{Engine, EngineError, LoadOptions};
 use hyperllama_engine_llamacpp::LlamaCppEngine;
 
@@ -31,7 +29,7 @@ async fn text_file_named_gguf() {
 async fn truncated_gguf() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path().join("model.gguf");
-    let bytes = std::fs::read(util::model_path()).expect("model");
+    let bytes = std::fs::read(crate::util::model_path()).expect("model");
     std::fs::write(&p, &bytes[..bytes.len() / 2]).expect("write");
     let e = load_err(&p).await;
     assert!(e.to_string().contains("truncated"), "{e}");
@@ -41,7 +39,7 @@ async fn truncated_gguf() {
 async fn unsupported_architecture() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path().join("model.gguf");
-    let mut bytes = std::fs::read(util::model_path()).expect("model");
+    let mut bytes = std::fs::read(crate::util::model_path()).expect("model");
     // Patch the value of general.architecture ("llama", 5 bytes) to another 5-byte name.
     let key = b"general.architecture";
     let at = bytes.windows(key.len()).position(|w| w == key).expect("key present") + key.len();

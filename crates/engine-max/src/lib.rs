@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hyperllama_core::{
-    FinishReason, GenerateRequest, Prompt, Timings, TokenEvent, ToolSpec, Usage, ValidationError, UNKNOWN_TOKEN_ID,
+    FinishReason, Prompt, Timings, TokenEvent, ToolSpec, Usage, ValidRequest, ValidationError, UNKNOWN_TOKEN_ID,
 };
 use hyperllama_engine::{
-    ChatTemplate, Embeddings, Engine, EngineError, EngineInfo, Health, LoadOptions, LoadedModel, ModelInfo, ModelStats,
-    TokenStream,
+    ChatTemplate, Embeddings, Engine, EngineError, EngineInfo, Health, LoadOptions, LoadedModel, MemoryEstimate,
+    ModelInfo, ModelStats, PromptRenderer, TokenStream,
 };
+use hyperllama_protocol::openai;
 use serde_json::{json, Value};
 pub use sidecar::{Sidecar, SidecarConfig, SidecarState};
 
@@ -47,11 +48,6 @@ impl MaxEngine {
         &self.sidecar
     }
 
-    /// Stops the sidecar and the MAX processes it runs.
-    pub async fn shutdown(&self) {
-        self.sidecar.shutdown().await;
-    }
-
     /// The MAX version installed in the sidecar's environment, read from its package metadata
     /// (no Python started).
     pub fn installed_version(&self) -> Option<String> {
@@ -69,8 +65,52 @@ impl MaxEngine {
     }
 }
 
+/// The context and batch a load with `options` gets (MAX compiles per shape: one batch size
+/// for every caller keeps one compiled model).
+fn shape(options: &LoadOptions, trained: u32) -> (u32, u32) {
+    (options.ctx_size.unwrap_or(4096).min(trained), options.parallel.unwrap_or(DEFAULT_BATCH).max(1))
+}
+
+fn open_gguf(path: &Path) -> Result<hyperllama_gguf::GgufFile, EngineError> {
+    hyperllama_gguf::GgufFile::open(path).map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))
+}
+
 #[async_trait::async_trait]
 impl Engine for MaxEngine {
+    fn id(&self) -> &'static str {
+        "max"
+    }
+
+    /// MAX loads the weights as float32 (4 bytes a parameter, 4-7x a Q4 file) and keeps a
+    /// float32 KV cache, twice llama.cpp's f16 one.
+    async fn estimate_memory(&self, options: &LoadOptions) -> Result<Option<MemoryEstimate>, EngineError> {
+        let path = options.path.clone();
+        let options = options.clone();
+        tokio::task::spawn_blocking(move || {
+            let gguf = open_gguf(&path)?;
+            let trained = u32::try_from(gguf.context_length().unwrap_or(2048)).unwrap_or(u32::MAX);
+            let (ctx, batch) = shape(&options, trained);
+            let est = gguf.memory_estimate(u64::from(ctx), u64::from(batch));
+            let weights = gguf.parameter_count().saturating_mul(4);
+            let kv_cache = est.kv_cache.saturating_mul(2);
+            Ok(Some(MemoryEstimate {
+                weights,
+                kv_cache,
+                compute: est.compute,
+                total: weights.saturating_add(kv_cache).saturating_add(est.compute),
+                context: u64::from(ctx),
+                parallel: u64::from(batch),
+            }))
+        })
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))?
+    }
+
+    /// Stops the sidecar and the MAX processes it runs.
+    async fn shutdown(&self) {
+        self.sidecar.shutdown().await;
+    }
+
     fn info(&self) -> EngineInfo {
         let installed = self.version.get_or_init(|| self.installed_version()).clone();
         let version = match (&self.sidecar.config().url, installed) {
@@ -119,8 +159,12 @@ impl Engine for MaxEngine {
 
     async fn load(&self, options: LoadOptions) -> Result<Arc<dyn LoadedModel>, EngineError> {
         let path = options.path.clone();
-        let gguf = hyperllama_gguf::GgufFile::open(&path)
-            .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
+        let gguf = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || open_gguf(&path))
+                .await
+                .map_err(|e| EngineError::Internal(e.to_string()))??
+        };
         let arch = gguf.architecture().unwrap_or("unknown").to_string();
         if arch != "llama" {
             return Err(EngineError::Load(format!(
@@ -129,9 +173,7 @@ impl Engine for MaxEngine {
         }
         let id = model_id(&path);
         let trained = u32::try_from(gguf.context_length().unwrap_or(2048)).unwrap_or(u32::MAX);
-        let ctx = options.ctx_size.unwrap_or(4096).min(trained);
-        // MAX compiles per shape; one batch size for every caller keeps one compiled model.
-        let batch = options.parallel.unwrap_or(DEFAULT_BATCH).max(1);
+        let (ctx, batch) = shape(&options, trained);
         let body = json!({
             "model": id,
             "gguf": path,
@@ -153,7 +195,7 @@ impl Engine for MaxEngine {
         };
         if !resp.status().is_success() {
             let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
+            let text = openai::error_message(&resp.text().await.unwrap_or_default());
             return Err(EngineError::Load(format!("the MAX sidecar refused the load ({status}): {text}")));
         }
         let mut lines = ndjson(resp);
@@ -278,16 +320,17 @@ impl LoadedModel for MaxModel {
         }
     }
 
-    async fn generate(&self, request: GenerateRequest) -> Result<TokenStream, EngineError> {
-        request.validate()?;
+    async fn generate(&self, request: ValidRequest) -> Result<TokenStream, EngineError> {
         // One template for every engine: chats are rendered here, MAX completes the text.
         let rendered = self.render_prompt(&request.prompt, &request.tools)?;
-        let raw = GenerateRequest { prompt: Prompt::Raw(rendered), tools: Vec::new(), ..request };
-        let (_, mut body) = hyperllama_engine_openai::request_body(&self.id, &raw);
-        if let Some(o) = body.as_object_mut() {
-            o.remove("stream_options");
-            o.remove("cache_prompt");
+        let raw = request.with_raw_prompt(rendered);
+        let mut wire = openai::request_for(&self.id, &raw);
+        if let openai::WireRequest::Completion(c) = &mut wire {
+            c.stream_options = None;
+            c.logprobs = None;
         }
+        wire.sampling_mut().cache_prompt = None;
+        let body = wire.to_json();
         let started = Instant::now();
         let resp = self
             .live
@@ -302,16 +345,16 @@ impl LoadedModel for MaxModel {
             })?;
         let status = resp.status();
         if !status.is_success() {
-            let v: Value = resp.json().await.unwrap_or_default();
-            let msg = v["error"].as_str().unwrap_or("no message").to_string();
+            let msg = openai::error_message(&resp.text().await.unwrap_or_default());
             return Err(match status.as_u16() {
                 400 => EngineError::Validation(ValidationError::Invalid(format!("MAX refused the request: {msg}"))),
-                503 => EngineError::Overloaded { waiting: 0 },
-                404 => {
+                // The sidecar's 503 is "not loaded" or an OS error: the model is lost and the
+                // service loads it again (never "busy": MAX queues requests itself).
+                404 | 503 => {
                     self.live.lost.store(true, Ordering::Relaxed);
-                    EngineError::Unavailable(format!("the model is no longer loaded in MAX (retry loads it): {msg}"))
+                    EngineError::Unavailable(format!("the model is no longer loaded in MAX ({status}): {msg}"))
                 }
-                _ => EngineError::Internal(format!("MAX: {msg}")),
+                _ => EngineError::Internal(format!("MAX ({status}): {msg}")),
             });
         }
         let counters = self.counters.clone();
@@ -340,7 +383,7 @@ impl LoadedModel for MaxModel {
                             if let Some(text) = v["token"].as_str() {
                                 first.get_or_insert_with(Instant::now);
                                 return Some((
-                                    Ok(TokenEvent::Token { id: UNKNOWN_TOKEN_ID, text: text.to_string() }),
+                                    Ok(TokenEvent::token(UNKNOWN_TOKEN_ID, text)),
                                     (lines, guard, first, false),
                                 ));
                             }
@@ -381,18 +424,14 @@ impl LoadedModel for MaxModel {
         Ok(Box::pin(events))
     }
 
-    fn render_prompt(&self, prompt: &Prompt, tools: &[ToolSpec]) -> Result<String, EngineError> {
-        hyperllama_engine::render_prompt(self.template.as_ref(), prompt, tools)
+    fn renderer(&self) -> Option<&dyn PromptRenderer> {
+        Some(self)
     }
 
     async fn embed(&self, _inputs: Vec<String>, _truncate: bool) -> Result<Embeddings, EngineError> {
         Err(EngineError::Validation(ValidationError::Invalid(
             "the MAX engine does not serve embeddings here; use the llamacpp engine".into(),
         )))
-    }
-
-    fn tokenize(&self, _text: &str) -> Result<Vec<u32>, EngineError> {
-        Err(EngineError::Unavailable("MAX tokenizes inside its sidecar".into()))
     }
 
     async fn unload(&self) -> Result<(), EngineError> {
@@ -420,6 +459,15 @@ impl LoadedModel for MaxModel {
     }
 }
 
+impl PromptRenderer for MaxModel {
+    fn render_prompt(&self, prompt: &Prompt, tools: &[ToolSpec]) -> Result<String, EngineError> {
+        hyperllama_engine::render_prompt(self.template.as_ref(), prompt, tools)
+    }
+    fn template(&self) -> Option<&ChatTemplate> {
+        self.template.as_ref()
+    }
+}
+
 /// Counts a generation as active until it finishes or is dropped (cancelled).
 struct ActiveGuard {
     counters: Arc<Counters>,
@@ -439,34 +487,8 @@ type Lines = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Value, String>>
 
 /// An NDJSON body as a stream of JSON values.
 fn ndjson(resp: reqwest::Response) -> Lines {
-    let bytes = resp.bytes_stream();
-    Box::pin(futures::stream::unfold((bytes, Vec::<u8>::new(), false), |(mut bytes, mut buf, eof)| async move {
-        loop {
-            if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=nl).collect();
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let v = serde_json::from_slice::<Value>(&line).map_err(|e| format!("malformed line: {e}"));
-                return Some((v, (bytes, buf, eof)));
-            }
-            if eof {
-                return None;
-            }
-            match bytes.next().await {
-                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                Some(Err(e)) => return Some((Err(e.to_string()), (bytes, buf, true))),
-                None => {
-                    if buf.iter().all(u8::is_ascii_whitespace) {
-                        return None;
-                    }
-                    buf.push(b'\n');
-                    return Some((
-                        serde_json::from_slice::<Value>(&buf).map_err(|e| format!("malformed line: {e}")),
-                        (bytes, Vec::new(), true),
-                    ));
-                }
-            }
-        }
+    Box::pin(hyperllama_protocol::stream::ndjson_lines(resp.bytes_stream()).map(|line| match line {
+        Ok(bytes) => serde_json::from_slice::<Value>(&bytes).map_err(|e| format!("malformed line: {e}")),
+        Err(e) => Err(e.to_string()),
     }))
 }

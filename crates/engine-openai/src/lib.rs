@@ -16,14 +16,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use hyperllama_core::{
-    FinishReason, GenerateRequest, OutputFormat, Prompt, Sampling, Timings, TokenEvent, ToolSpec, Usage,
-    ValidationError, UNKNOWN_TOKEN_ID,
-};
+use hyperllama_core::{FinishReason, Timings, TokenEvent, Usage, ValidRequest, ValidationError, UNKNOWN_TOKEN_ID};
 use hyperllama_engine::{
-    Embeddings, Engine, EngineError, EngineInfo, Health, LoadOptions, LoadedModel, ModelInfo, ModelStats, ServedModel,
-    TokenStream,
+    Embeddings, Engine, EngineError, EngineInfo, Health, LoadOptions, LoadedModel, MemoryEstimate, ModelInfo,
+    ModelStats, RemoteCatalog, ServedModel, TokenStream,
 };
+use hyperllama_protocol::openai::{
+    self, ChatChunk, CompletionChunk, ModelList, ModelObject, ToolCallAssembler, WireRequest,
+};
+use hyperllama_protocol::sse::SseEvent;
 use hyperllama_supervisor::{ProcessSpec, State, Supervisor, PORT};
 use serde_json::{json, Value};
 
@@ -103,7 +104,7 @@ impl OpenAiEngine {
 
     /// The ids the server serves, with their metadata, and where: a launched server that
     /// cannot be reached is reported to its supervisor and its replacement asked.
-    async fn models(&self) -> Result<(Vec<Value>, String, u64), EngineError> {
+    async fn models(&self) -> Result<(Vec<ModelObject>, String, u64), EngineError> {
         let (base, generation) = self.base(0).await?;
         match self.models_at(&base).await {
             Err(EngineError::Unavailable(_)) if self.command.is_some() => {
@@ -114,45 +115,42 @@ impl OpenAiEngine {
         }
     }
 
-    async fn models_at(&self, base: &str) -> Result<Vec<Value>, EngineError> {
+    async fn models_at(&self, base: &str) -> Result<Vec<ModelObject>, EngineError> {
         let resp = self
             .request(reqwest::Method::GET, base, "/models")
             .send()
             .await
             .map_err(|e| EngineError::Unavailable(format!("cannot reach {base}: {e}")))?;
         let resp = check(resp, base).await?;
-        let v: Value = resp.json().await.map_err(|e| EngineError::Internal(format!("bad /models answer: {e}")))?;
-        Ok(v["data"].as_array().cloned().unwrap_or_default())
+        let list: ModelList =
+            resp.json().await.map_err(|e| EngineError::Unavailable(format!("{base}: bad /models answer: {e}")))?;
+        Ok(list.data)
     }
 }
 
-/// Maps a remote error status to ours, keeping the server's message.
+/// Maps a remote error status to ours, keeping the server's message: its refusal of the
+/// request is the client's error (400), a busy server is an overload (429), anything else is
+/// the node's failure (502/503), never the client's.
 async fn check(resp: reqwest::Response, base: &str) -> Result<reqwest::Response, EngineError> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
     }
-    let text = resp.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| {
-            v["error"]["message"]
-                .as_str()
-                .or_else(|| v["error"].as_str())
-                .or_else(|| v["message"].as_str())
-                .map(String::from)
-        })
-        .unwrap_or_else(|| text.chars().take(300).collect());
+    let message = openai::error_message(&resp.text().await.unwrap_or_default());
     Err(match status.as_u16() {
         400 | 422 => EngineError::Validation(ValidationError::Invalid(format!("the remote server refused: {message}"))),
+        429 => EngineError::Overloaded { waiting: 0 },
         401 | 403 => EngineError::Unavailable(format!("{base} refused our credentials ({status}): {message}")),
-        429 | 503 => EngineError::Overloaded { waiting: 0 },
         _ => EngineError::Unavailable(format!("{base} answered {status}: {message}")),
     })
 }
 
 #[async_trait::async_trait]
 impl Engine for OpenAiEngine {
+    fn id(&self) -> &'static str {
+        "openai"
+    }
+
     fn info(&self) -> EngineInfo {
         EngineInfo { id: "openai", version: self.base_url(), formats: vec!["remote"], devices: vec!["remote".into()] }
     }
@@ -175,44 +173,36 @@ impl Engine for OpenAiEngine {
         }
     }
 
+    /// The node holds the weights: nothing is loaded in this process.
+    async fn estimate_memory(&self, _options: &LoadOptions) -> Result<Option<MemoryEstimate>, EngineError> {
+        Ok(None)
+    }
+
     async fn shutdown(&self) {
         self.server.shutdown().await;
     }
 
-    async fn served_models(&self) -> Result<Vec<ServedModel>, EngineError> {
-        Ok(self
-            .models()
-            .await?
-            .0
-            .iter()
-            .filter_map(|m| {
-                Some(ServedModel {
-                    id: m["id"].as_str()?.to_string(),
-                    owned_by: m["owned_by"].as_str().unwrap_or_default().to_string(),
-                    created: m["created"].as_i64().unwrap_or(0),
-                    context_length: context_of(m),
-                })
-            })
-            .collect())
+    fn catalog(&self) -> Option<&dyn RemoteCatalog> {
+        Some(self)
     }
 
     /// "Loads" the model the remote server serves under `options.path` (its model id).
     async fn load(&self, options: LoadOptions) -> Result<Arc<dyn LoadedModel>, EngineError> {
         let id = options.path.to_string_lossy().into_owned();
         let (models, base, generation) = self.models().await?;
-        let Some(meta) = models.iter().find(|m| m["id"].as_str() == Some(id.as_str())) else {
-            let served: Vec<&str> = models.iter().filter_map(|m| m["id"].as_str()).collect();
+        let Some(meta) = models.iter().find(|m| m.id == id) else {
+            let served: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
             return Err(EngineError::Load(format!("{base} does not serve {id:?}; it serves {served:?}")));
         };
-        let context = context_of(meta);
+        let context = meta.context_length();
         let info = ModelInfo {
             name: id.clone(),
             architecture: "remote".into(),
-            parameter_count: meta["meta"]["n_params"].as_u64().unwrap_or(0),
+            parameter_count: meta.meta_u64("n_params").unwrap_or(0),
             context_length: u32::try_from(context).unwrap_or(u32::MAX),
             loaded_context: u32::try_from(context).unwrap_or(u32::MAX),
-            embedding_length: meta["meta"]["n_embd"].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
-            size_bytes: meta["meta"]["size"].as_u64().unwrap_or(0),
+            embedding_length: meta.meta_u64("n_embd").and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            size_bytes: meta.meta_u64("size").unwrap_or(0),
             ..ModelInfo::default()
         };
         Ok(Arc::new(RemoteModel {
@@ -227,9 +217,26 @@ impl Engine for OpenAiEngine {
     }
 }
 
-/// The context a `/v1/models` entry states: vLLM says `max_model_len`, llama-server `meta.n_ctx_train`.
-fn context_of(meta: &Value) -> u64 {
-    meta["max_model_len"].as_u64().or_else(|| meta["meta"]["n_ctx_train"].as_u64()).unwrap_or(0)
+#[async_trait::async_trait]
+impl RemoteCatalog for OpenAiEngine {
+    fn url(&self) -> String {
+        self.base_url()
+    }
+
+    async fn served_models(&self) -> Result<Vec<ServedModel>, EngineError> {
+        Ok(self
+            .models()
+            .await?
+            .0
+            .into_iter()
+            .map(|m| ServedModel {
+                context_length: m.context_length(),
+                id: m.id,
+                owned_by: m.owned_by,
+                created: m.created,
+            })
+            .collect())
+    }
 }
 
 #[derive(Default)]
@@ -252,90 +259,6 @@ pub struct RemoteModel {
     stats: Arc<Counters>,
 }
 
-/// The OpenAI request body for `request` (chat or completion, streaming with usage) and the
-/// path it goes to (`/chat/completions` or `/completions`). The MAX sidecar takes the same body.
-pub fn request_body(model: &str, request: &GenerateRequest) -> (&'static str, Value) {
-    let mut body = json!({ "model": model, "stream": true, "stream_options": { "include_usage": true } });
-    let path = match &request.prompt {
-        Prompt::Raw(text) => {
-            body["prompt"] = json!(text);
-            "/completions"
-        }
-        Prompt::Chat(messages) => {
-            body["messages"] = messages
-                .iter()
-                .map(|m| {
-                    let mut v = json!({ "role": m.role.as_str(), "content": m.content });
-                    if let Some(name) = &m.tool_name {
-                        v["name"] = json!(name);
-                    }
-                    v
-                })
-                .collect();
-            if !request.tools.is_empty() {
-                body["tools"] = request.tools.iter().map(tool_json).collect();
-            }
-            "/chat/completions"
-        }
-    };
-    let s = &request.sampling;
-    match s.sampling {
-        Sampling::Greedy => body["temperature"] = json!(0.0),
-        Sampling::Random { temperature, top_k, top_p, min_p } => {
-            body["temperature"] = json!(temperature);
-            if let Some(k) = top_k {
-                body["top_k"] = json!(k);
-            }
-            if let Some(p) = top_p {
-                body["top_p"] = json!(p);
-            }
-            if let Some(p) = min_p {
-                body["min_p"] = json!(p);
-            }
-        }
-    }
-    if let Some(seed) = s.seed {
-        body["seed"] = json!(seed);
-    }
-    let p = s.penalties;
-    if p.presence != 0.0 {
-        body["presence_penalty"] = json!(p.presence);
-    }
-    if p.frequency != 0.0 {
-        body["frequency_penalty"] = json!(p.frequency);
-    }
-    if p.repeat != 1.0 {
-        // vLLM's name, then llama-server's.
-        body["repetition_penalty"] = json!(p.repeat);
-        body["repeat_penalty"] = json!(p.repeat);
-    }
-    if let Some(n) = request.stop.max_tokens {
-        body["max_tokens"] = json!(n);
-    }
-    if !request.stop.stop.is_empty() {
-        body["stop"] = json!(request.stop.stop);
-    }
-    if request.stop.ignore_eos {
-        body["ignore_eos"] = json!(true);
-    }
-    if !request.cache_prompt {
-        body["cache_prompt"] = json!(false);
-    }
-    match &request.format {
-        Some(OutputFormat::Json) => body["response_format"] = json!({ "type": "json_object" }),
-        Some(OutputFormat::JsonSchema(schema)) => {
-            body["response_format"] =
-                json!({ "type": "json_schema", "json_schema": { "name": "output", "schema": schema } })
-        }
-        None => {}
-    }
-    (path, body)
-}
-
-fn tool_json(t: &ToolSpec) -> Value {
-    json!({ "type": "function", "function": { "name": t.name, "description": t.description, "parameters": t.parameters } })
-}
-
 #[async_trait::async_trait]
 impl LoadedModel for RemoteModel {
     fn info(&self) -> &ModelInfo {
@@ -351,78 +274,20 @@ impl LoadedModel for RemoteModel {
         }
     }
 
-    async fn generate(&self, request: GenerateRequest) -> Result<TokenStream, EngineError> {
-        request.validate()?;
-        let (path, body) = request_body(&self.id, &request);
+    async fn generate(&self, request: ValidRequest) -> Result<TokenStream, EngineError> {
+        let wire = openai::request_for(&self.id, &request);
         let started = Instant::now();
         let resp = self
             .engine
-            .request(reqwest::Method::POST, &self.base, path)
-            .json(&body)
+            .request(reqwest::Method::POST, &self.base, wire.path())
+            .json(&wire.to_json())
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;
         let resp = check(resp, &self.base).await?;
-        let stats = self.stats.clone();
-        let chat = path == "/chat/completions";
-        let events = futures::stream::unfold(
-            SseState {
-                bytes: Box::pin(resp.bytes_stream()),
-                buf: Vec::new(),
-                done: false,
-                started,
-                first: None,
-                n: 0,
-                usage: None,
-                finish: None,
-                pending: Vec::new(),
-            },
-            move |mut st| {
-                let stats = stats.clone();
-                async move {
-                    loop {
-                        if let Some(ev) = st.pending.pop() {
-                            return Some((ev, st));
-                        }
-                        if st.done {
-                            return None;
-                        }
-                        match next_event(&mut st, chat).await {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                // The end: the final event, with the server's usage when it sent one.
-                                st.done = true;
-                                let end = Instant::now();
-                                let first = st.first.unwrap_or(end);
-                                let usage = st.usage.unwrap_or(Usage { completion_tokens: st.n, ..Usage::default() });
-                                stats.finished.fetch_add(1, Ordering::Relaxed);
-                                stats.prompt.fetch_add(u64::from(usage.prompt_tokens), Ordering::Relaxed);
-                                stats.generated.fetch_add(u64::from(usage.completion_tokens), Ordering::Relaxed);
-                                let timings = Timings {
-                                    queue: Default::default(),
-                                    prompt_eval: first - st.started,
-                                    eval: end - first,
-                                };
-                                let finish_reason = st.finish.unwrap_or(FinishReason::Stop);
-                                st.pending.push(Ok(TokenEvent::Done { finish_reason, usage, timings }));
-                            }
-                            Err(e) => {
-                                st.done = true;
-                                st.pending.push(Err(e));
-                            }
-                        }
-                    }
-                }
-            },
-        );
-        Ok(Box::pin(events))
-    }
-
-    fn render_prompt(&self, prompt: &Prompt, _tools: &[ToolSpec]) -> Result<String, EngineError> {
-        match prompt {
-            Prompt::Raw(text) => Ok(text.clone()),
-            Prompt::Chat(_) => Err(EngineError::Unavailable("the remote server applies its own chat template".into())),
-        }
+        let chat = matches!(wire, WireRequest::Chat(_));
+        let events = hyperllama_protocol::stream::sse_events(resp.bytes_stream());
+        Ok(Box::pin(remote_events(Box::pin(events), chat, started, self.stats.clone())))
     }
 
     async fn embed(&self, inputs: Vec<String>, _truncate: bool) -> Result<Embeddings, EngineError> {
@@ -466,10 +331,6 @@ impl LoadedModel for RemoteModel {
         Ok(out)
     }
 
-    fn tokenize(&self, _text: &str) -> Result<Vec<u32>, EngineError> {
-        Err(EngineError::Unavailable("tokenization happens on the remote server".into()))
-    }
-
     async fn unload(&self) -> Result<(), EngineError> {
         Ok(())
     }
@@ -493,64 +354,190 @@ impl RemoteModel {
     }
 }
 
-type ByteStream = std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+type Events = std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<SseEvent>> + Send>>;
 
-struct SseState {
-    bytes: ByteStream,
-    buf: Vec<u8>,
-    done: bool,
-    started: Instant,
+/// What a remote stream has said so far.
+struct Progress {
     first: Option<Instant>,
     n: u32,
     usage: Option<Usage>,
     finish: Option<FinishReason>,
-    /// Events ready to go out (popped from the end).
-    pending: Vec<Result<TokenEvent, EngineError>>,
+    calls: ToolCallAssembler,
+    pending: std::collections::VecDeque<Result<TokenEvent, EngineError>>,
 }
 
-/// Reads until the next `data:` event is handled. `Ok(true)`: go on (events may be pending);
-/// `Ok(false)`: the stream ended (`[DONE]` or the end of the body).
-async fn next_event(st: &mut SseState, chat: bool) -> Result<bool, EngineError> {
-    loop {
-        if let Some(nl) = st.buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = st.buf.drain(..=nl).collect();
-            let line = String::from_utf8_lossy(&line);
-            let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else { continue };
-            if data == "[DONE]" {
-                return Ok(false);
+/// A remote stream as token events: text as tokens, tool calls put back together from their
+/// deltas, then `Done` with the server's own usage. A stream that ends without `[DONE]` and
+/// without a finish reason was cut (a crashed node, a dropped connection): an error, never a
+/// normal stop.
+fn remote_events(
+    events: Events,
+    chat: bool,
+    started: Instant,
+    stats: Arc<Counters>,
+) -> impl futures::Stream<Item = Result<TokenEvent, EngineError>> + Send {
+    let progress = Progress {
+        first: None,
+        n: 0,
+        usage: None,
+        finish: None,
+        calls: ToolCallAssembler::default(),
+        pending: Default::default(),
+    };
+    futures::stream::unfold((events, progress, false), move |(mut events, mut p, mut ended)| {
+        let stats = stats.clone();
+        async move {
+            loop {
+                if let Some(ev) = p.pending.pop_front() {
+                    return Some((ev, (events, p, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                let complete = match events.next().await {
+                    Some(Ok(ev)) if ev.data.trim() == "[DONE]" => true,
+                    Some(Ok(ev)) => match p.handle(&ev.data, chat) {
+                        Ok(()) => false,
+                        Err(e) => {
+                            ended = true;
+                            p.pending.push_back(Err(e));
+                            continue;
+                        }
+                    },
+                    Some(Err(e)) => {
+                        ended = true;
+                        p.pending.push_back(Err(EngineError::Unavailable(format!("the remote stream broke: {e}"))));
+                        continue;
+                    }
+                    None if p.finish.is_none() => {
+                        ended = true;
+                        p.pending.push_back(Err(EngineError::Unavailable(
+                            "the remote server ended the stream before the answer finished (no [DONE], no finish reason)"
+                                .into(),
+                        )));
+                        continue;
+                    }
+                    None => true,
+                };
+                if complete {
+                    ended = true;
+                    p.finish_stream(started, &stats);
+                }
             }
-            let v: Value = serde_json::from_str(data)
-                .map_err(|e| EngineError::Internal(format!("the remote server sent a malformed event: {e}")))?;
-            if let Some(err) = v.get("error") {
-                let msg = err["message"].as_str().map(String::from).unwrap_or_else(|| err.to_string());
-                return Err(EngineError::Internal(format!("the remote server failed mid-stream: {msg}")));
-            }
-            let choice = &v["choices"][0];
-            let text = if chat { choice["delta"]["content"].as_str() } else { choice["text"].as_str() };
-            if let Some(text) = text.filter(|t| !t.is_empty()) {
-                st.first.get_or_insert_with(Instant::now);
-                st.n += 1;
-                st.pending.push(Ok(TokenEvent::Token { id: UNKNOWN_TOKEN_ID, text: text.to_string() }));
-            }
-            match choice["finish_reason"].as_str() {
-                Some("length") => st.finish = Some(FinishReason::Length),
-                Some(_) => st.finish = Some(FinishReason::Stop),
-                None => {}
-            }
-            if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-                let n = |k: &str| u[k].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
-                st.usage = Some(Usage {
-                    prompt_tokens: n("prompt_tokens"),
-                    cached_tokens: u["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0) as u32,
-                    completion_tokens: n("completion_tokens"),
-                });
-            }
-            return Ok(true);
         }
-        match st.bytes.next().await {
-            Some(Ok(chunk)) => st.buf.extend_from_slice(&chunk),
-            Some(Err(e)) => return Err(EngineError::Unavailable(format!("the remote stream broke: {e}"))),
-            None => return Ok(false),
+    })
+}
+
+impl Progress {
+    /// One `data:` event.
+    fn handle(&mut self, data: &str, chat: bool) -> Result<(), EngineError> {
+        if let Ok(err) = serde_json::from_str::<ErrorEvent>(data) {
+            return Err(EngineError::Unavailable(format!("the remote server failed mid-stream: {}", err.message())));
         }
+        let malformed =
+            |e: serde_json::Error| EngineError::Internal(format!("the remote server sent a malformed event: {e}"));
+        let (text, finish, usage) = if chat {
+            let chunk: ChatChunk = serde_json::from_str(data).map_err(malformed)?;
+            let choice = chunk.choices.into_iter().next().unwrap_or_default();
+            if let Some(calls) = &choice.delta.tool_calls {
+                self.calls.push(calls);
+            }
+            (choice.delta.content, choice.finish_reason, chunk.usage)
+        } else {
+            let chunk: CompletionChunk = serde_json::from_str(data).map_err(malformed)?;
+            let choice = chunk.choices.into_iter().next().unwrap_or_default();
+            (Some(choice.text), choice.finish_reason, chunk.usage)
+        };
+        if let Some(text) = text.filter(|t| !t.is_empty()) {
+            self.first.get_or_insert_with(Instant::now);
+            self.n += 1;
+            self.pending.push_back(Ok(TokenEvent::token(UNKNOWN_TOKEN_ID, text)));
+        }
+        match finish.as_deref() {
+            Some("length") => self.finish = Some(FinishReason::Length),
+            Some(_) => self.finish = Some(FinishReason::Stop),
+            None => {}
+        }
+        if let Some(u) = usage {
+            self.usage = Some(u.into());
+        }
+        Ok(())
+    }
+
+    /// The end: the calls put back together, then `Done` with the server's usage.
+    fn finish_stream(&mut self, started: Instant, stats: &Counters) {
+        for call in std::mem::take(&mut self.calls).finish() {
+            self.pending.push_back(Ok(TokenEvent::ToolCall(call)));
+        }
+        let end = Instant::now();
+        let first = self.first.unwrap_or(end);
+        let usage = self.usage.unwrap_or(Usage { completion_tokens: self.n, ..Usage::default() });
+        stats.finished.fetch_add(1, Ordering::Relaxed);
+        stats.prompt.fetch_add(u64::from(usage.prompt_tokens), Ordering::Relaxed);
+        stats.generated.fetch_add(u64::from(usage.completion_tokens), Ordering::Relaxed);
+        let timings = Timings { queue: Duration::ZERO, prompt_eval: first - started, eval: end - first };
+        let finish_reason = self.finish.unwrap_or(FinishReason::Stop);
+        self.pending.push_back(Ok(TokenEvent::Done { finish_reason, usage, timings }));
+    }
+}
+
+/// An `{"error": ...}` event in the middle of a stream.
+#[derive(serde::Deserialize)]
+struct ErrorEvent {
+    error: serde_json::Value,
+}
+
+impl ErrorEvent {
+    fn message(&self) -> String {
+        self.error["message"].as_str().map(String::from).unwrap_or_else(|| self.error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(datas: &[&str]) -> Events {
+        let items: Vec<reqwest::Result<SseEvent>> =
+            datas.iter().map(|d| Ok(SseEvent { event: None, data: d.to_string() })).collect();
+        Box::pin(futures::stream::iter(items))
+    }
+
+    async fn collect(datas: &[&str]) -> Vec<Result<TokenEvent, EngineError>> {
+        remote_events(events(datas), true, Instant::now(), Arc::default()).collect().await
+    }
+
+    #[tokio::test]
+    async fn tool_call_deltas_become_calls_before_done() {
+        let out = collect(&[
+            r#"{"choices":[{"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"get_weather","arguments":"{\"city\""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":":\"Paris\"}"}}]},"finish_reason":"tool_calls"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}"#,
+            "[DONE]",
+        ])
+        .await;
+        assert_eq!(out.len(), 2, "{out:?}");
+        match &out[0] {
+            Ok(TokenEvent::ToolCall(c)) => {
+                assert_eq!(c.name, "get_weather");
+                assert_eq!(c.id.as_deref(), Some("call_a"));
+                assert_eq!(c.arguments["city"], "Paris");
+            }
+            other => panic!("expected a tool call, got {other:?}"),
+        }
+        assert!(matches!(&out[1], Ok(TokenEvent::Done { usage, .. }) if usage.prompt_tokens == 9));
+    }
+
+    #[tokio::test]
+    async fn a_cut_stream_is_an_error_and_a_finished_one_without_done_is_not() {
+        let out = collect(&[r#"{"choices":[{"delta":{"content":"Hel"}}]}"#]).await;
+        assert!(
+            matches!(out.last(), Some(Err(EngineError::Unavailable(m))) if m.contains("before the answer finished")),
+            "{out:?}"
+        );
+        let out = collect(&[r#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":"stop"}]}"#]).await;
+        assert!(matches!(out.last(), Some(Ok(TokenEvent::Done { finish_reason: FinishReason::Stop, .. }))), "{out:?}");
+        let out = collect(&[r#"{"error":{"message":"boom"}}"#]).await;
+        assert!(matches!(out.last(), Some(Err(EngineError::Unavailable(m))) if m.contains("boom")), "{out:?}");
     }
 }

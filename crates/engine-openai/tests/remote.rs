@@ -86,7 +86,7 @@ struct Output {
 }
 
 async fn run(model: &dyn LoadedModel, request: GenerateRequest) -> Output {
-    let mut s = model.generate(request).await.expect("starts");
+    let mut s = model.generate(request.validate().expect("valid")).await.expect("starts");
     let (mut text, mut tokens) = (String::new(), 0);
     while let Some(ev) = s.next().await {
         match ev.expect("no error") {
@@ -95,6 +95,7 @@ async fn run(model: &dyn LoadedModel, request: GenerateRequest) -> Output {
                 text.push_str(&t);
             }
             TokenEvent::Text(t) => text.push_str(&t),
+            TokenEvent::ToolCall(c) => panic!("unexpected tool call {c:?}"),
             TokenEvent::Done { finish_reason, usage, .. } => {
                 return Output { text, tokens, finish: finish_reason, usage }
             }
@@ -151,7 +152,7 @@ async fn the_openai_engine_passes_the_engine_conformance_checks_against_llama_se
     // A bad request is the caller's error, as with llama.cpp in-process.
     let mut r = greedy(chat("Hi"), 5);
     r.format = Some(OutputFormat::JsonSchema(serde_json::json!({ "type": "nonsense-type" })));
-    match model.generate(r).await {
+    match model.generate(r.validate().expect("valid")).await {
         Err(e) => assert!(e.is_client_error(), "{e}"),
         Ok(s) => {
             let evs: Vec<_> = s.collect().await;
@@ -162,7 +163,7 @@ async fn the_openai_engine_passes_the_engine_conformance_checks_against_llama_se
     // Dropping the stream closes the connection; the server frees the slot and serves on.
     let mut r = greedy(chat("Write a long essay about the history of the Roman Empire."), 2000);
     r.stop.ignore_eos = true;
-    let mut s = model.generate(r).await.expect("starts");
+    let mut s = model.generate(r.validate().expect("valid")).await.expect("starts");
     for _ in 0..3 {
         assert!(matches!(s.next().await, Some(Ok(TokenEvent::Token { .. }))));
     }
@@ -185,7 +186,7 @@ async fn the_openai_engine_passes_the_engine_conformance_checks_against_llama_se
     // A server that went away is an unavailable engine, not a hang.
     drop(server);
     assert!(matches!(engine.health().await, hyperllama_engine::Health::Unavailable { .. }));
-    match model.generate(greedy(chat("Hi"), 3)).await {
+    match model.generate(greedy(chat("Hi"), 3).validate().expect("valid")).await {
         Err(EngineError::Unavailable(_)) => {}
         other => panic!("expected Unavailable, got {:?}", other.map(|_| ())),
     }

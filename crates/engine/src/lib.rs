@@ -1,6 +1,6 @@
 //! The `Engine` trait and what every engine shares.
 //!
-//! An engine turns a [`GenerateRequest`] into a stream of [`TokenEvent`]s. The trait is kept
+//! An engine turns a [`hyperllama_core::GenerateRequest`] into a stream of [`TokenEvent`]s. The trait is kept
 //! narrow on purpose (as text-generation-inference's `Backend` and vLLM's `EngineClient`):
 //! load a model, generate, report health and facts. That shape fits an in-process engine
 //! (llama.cpp) as well as one behind HTTP (the MAX sidecar, vLLM, any OpenAI-compatible server).
@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 pub use hyperllama_core as core;
-use hyperllama_core::{GenerateRequest, TokenEvent};
+use hyperllama_core::{TokenEvent, ValidRequest};
 use serde::Serialize;
 
 pub use detok::Utf8Decoder;
@@ -62,6 +62,16 @@ pub struct LoadOptions {
     pub max_queue: Option<u32>,
     /// Tokens one batched decode step may hold (decode tokens + prefill chunks); `None`: 512.
     pub step_tokens: Option<u32>,
+    /// Engine-specific settings as `key=value` (the llama.cpp engine's prompt cache and
+    /// speculative decoding); an engine ignores keys it does not know.
+    pub extra: Vec<(String, String)>,
+}
+
+impl LoadOptions {
+    /// The value of an engine-specific setting.
+    pub fn extra(&self, key: &str) -> Option<&str> {
+        self.extra.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
 }
 
 /// Facts about a loaded model, for `show`, `/api/show`, `info` and the CLI's `--json`.
@@ -131,6 +141,19 @@ pub struct ModelStats {
     /// Batched decode steps run, and the tokens they held (their ratio is the mean batch size).
     pub decode_steps: u64,
     pub batched_tokens: u64,
+    /// Micro-batches llama.cpp split the last step into, and over all steps.
+    pub ubatches_last_step: u32,
+    pub ubatches: u64,
+    /// Prompt tokens restored from the prompt cache (RAM or disk), and computed for lack of it.
+    pub cache_hit_tokens: u64,
+    pub cache_miss_tokens: u64,
+    /// Bytes of KV state in the host-RAM prompt cache and on disk; entries evicted.
+    pub cache_ram_bytes: u64,
+    pub cache_disk_bytes: u64,
+    pub cache_evictions: u64,
+    /// Speculative decoding: tokens drafted, and how many of them verification accepted.
+    pub spec_drafted: u64,
+    pub spec_accepted: u64,
 }
 
 /// Renders `prompt` as an engine that owns its chat template does: raw text as it is, a chat
@@ -149,20 +172,47 @@ pub fn render_prompt(
     }
 }
 
+/// The memory a load needs, by part (bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct MemoryEstimate {
+    pub weights: u64,
+    pub kv_cache: u64,
+    pub compute: u64,
+    pub total: u64,
+    /// The context per sequence the estimate is for.
+    pub context: u64,
+    /// Sequences decoded together.
+    pub parallel: u64,
+}
+
 /// A backend that can load models.
 #[async_trait::async_trait]
 pub trait Engine: Send + Sync {
+    /// Stable, cheap id: "llamacpp", "max", "vllm", "openai".
+    fn id(&self) -> &'static str;
     fn info(&self) -> EngineInfo;
     async fn health(&self) -> Health;
+    /// What loading with `options` would take in this process's machine, or `None` when the
+    /// model lives elsewhere (a remote server). Reads only the file's header.
+    async fn estimate_memory(&self, options: &LoadOptions) -> Result<Option<MemoryEstimate>, EngineError>;
     /// Loads a model; the returned handle serves it until it is unloaded or dropped.
     async fn load(&self, options: LoadOptions) -> Result<Arc<dyn LoadedModel>, EngineError>;
-    /// Stops what the engine runs beside this process (a sidecar, a launched server).
-    async fn shutdown(&self) {}
-    /// The models an engine serves from elsewhere (a remote server's catalog); loading one
-    /// takes its id as [`LoadOptions::path`]. Engines that load files list nothing.
-    async fn served_models(&self) -> Result<Vec<ServedModel>, EngineError> {
-        Ok(Vec::new())
+    /// Stops what the engine runs beside this process (a sidecar, a launched server); engines
+    /// that run nothing beside it say so with an empty body.
+    async fn shutdown(&self);
+    /// The catalog of an engine that serves models from elsewhere (a remote server).
+    fn catalog(&self) -> Option<&dyn RemoteCatalog> {
+        None
     }
+}
+
+/// The models an engine serves from elsewhere (a remote or launched server); loading one
+/// takes its id as [`LoadOptions::path`].
+#[async_trait::async_trait]
+pub trait RemoteCatalog: Send + Sync {
+    /// The server's API URL now (`http://host:port/v1`), or what will be launched.
+    fn url(&self) -> String;
+    async fn served_models(&self) -> Result<Vec<ServedModel>, EngineError>;
 }
 
 /// One model of a remote engine's catalog.
@@ -181,24 +231,50 @@ pub struct ServedModel {
 pub trait LoadedModel: Send + Sync {
     fn info(&self) -> &ModelInfo;
     fn stats(&self) -> ModelStats;
-    /// Starts a generation. Errors the request can be blamed for (validation, a prompt longer
-    /// than the context) come back here, before the first token, so servers can answer 4xx.
-    async fn generate(&self, request: GenerateRequest) -> Result<TokenStream, EngineError>;
-    /// Renders a prompt exactly as `generate` would (for `--verbose`, tests and `/api/show`).
+    /// Starts a generation. Errors the request can be blamed for (a prompt longer than the
+    /// context) come back here, before the first token, so servers can answer 4xx.
+    async fn generate(&self, request: ValidRequest) -> Result<TokenStream, EngineError>;
+    /// Pooled, L2-normalised embeddings of each input. With `truncate`, inputs longer than the
+    /// context are cut to fit; without it they are an error.
+    async fn embed(&self, inputs: Vec<String>, truncate: bool) -> Result<Embeddings, EngineError>;
+    /// Frees the model's memory now; later calls fail with [`EngineError::Unavailable`].
+    async fn unload(&self) -> Result<(), EngineError>;
+    /// False once the model cannot serve any more (its compute thread died, the process that
+    /// held it restarted): load it again.
+    fn is_healthy(&self) -> bool;
+    /// The model's tokenizer, when this process has it.
+    fn tokenizer(&self) -> Option<&dyn Tokenizer> {
+        None
+    }
+    /// How the model's prompts are rendered, when this process renders them.
+    fn renderer(&self) -> Option<&dyn PromptRenderer> {
+        None
+    }
+}
+
+/// Tokenization as the engine does it (`/tokenize`, counting, truncation).
+pub trait Tokenizer: Send + Sync {
+    /// `text` as token ids; `special`: parse special tokens and add BOS as generation would.
+    fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>, EngineError>;
+    /// The text of one token (its bytes; a piece of a character is returned as is).
+    fn token_bytes(&self, id: u32) -> Result<Vec<u8>, EngineError>;
+    /// The text of `ids`, with pieces of characters joined before decoding.
+    fn detokenize(&self, ids: &[u32]) -> Result<String, EngineError> {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            bytes.extend(self.token_bytes(id)?);
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+/// Prompt rendering as `generate` does it (for `--verbose`, `/apply-template`, tests).
+pub trait PromptRenderer: Send + Sync {
     fn render_prompt(
         &self,
         prompt: &hyperllama_core::Prompt,
         tools: &[hyperllama_core::ToolSpec],
     ) -> Result<String, EngineError>;
-    /// Pooled, L2-normalised embeddings of each input. With `truncate`, inputs longer than the
-    /// context are cut to fit; without it they are an error.
-    async fn embed(&self, inputs: Vec<String>, truncate: bool) -> Result<Embeddings, EngineError>;
-    /// Tokenizes text as `generate` would.
-    fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError>;
-    /// Frees the model's memory now; later calls fail with [`EngineError::Unavailable`].
-    async fn unload(&self) -> Result<(), EngineError>;
-    /// False once the model cannot serve any more (its compute thread died): load it again.
-    fn is_healthy(&self) -> bool {
-        true
-    }
+    /// The model's chat template, when it has one.
+    fn template(&self) -> Option<&ChatTemplate>;
 }

@@ -37,6 +37,8 @@ struct TemplateMessage<'a> {
     tool_calls: Vec<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
 }
 
 /// Tools and tool calls in the shape Hugging Face chat templates expect.
@@ -106,9 +108,16 @@ impl ChatTemplate {
                 tool_calls: m
                     .tool_calls
                     .iter()
-                    .map(|c| hf_function(&c.name, serde_json::json!({ "arguments": c.arguments })))
+                    .map(|c| {
+                        let mut v = hf_function(&c.name, serde_json::json!({ "arguments": c.arguments }));
+                        if let Some(id) = &c.id {
+                            v["id"] = id.clone().into();
+                        }
+                        v
+                    })
                     .collect(),
                 name: if m.role == Role::Tool { m.tool_name.as_deref() } else { None },
+                tool_call_id: if m.role == Role::Tool { m.tool_call_id.as_deref() } else { None },
             })
             .collect();
         let tools_value: Option<Vec<serde_json::Value>> = (!tools.is_empty() && self.supports_tools()).then(|| {

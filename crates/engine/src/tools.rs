@@ -61,7 +61,7 @@ fn call_from_json(s: &str) -> Option<ToolCall> {
         serde_json::Value::String(s) => serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s)),
         v => v,
     };
-    Some(ToolCall { name, arguments })
+    Some(ToolCall::new(name, arguments))
 }
 
 #[cfg(test)]

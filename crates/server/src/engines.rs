@@ -40,11 +40,11 @@ impl Engines {
     }
 
     pub fn ids(&self) -> Vec<&'static str> {
-        self.list.iter().map(|e| e.info().id).collect()
+        self.list.iter().map(|e| e.id()).collect()
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<dyn Engine>> {
-        self.list.iter().find(|e| e.info().id.eq_ignore_ascii_case(id))
+        self.list.iter().find(|e| e.id().eq_ignore_ascii_case(id))
     }
 
     /// The engine for a GGUF model, given the request's and the model's wishes and the
@@ -81,12 +81,12 @@ impl Engines {
             let others: Vec<String> = measured
                 .into_iter()
                 .flatten()
-                .filter(|(id, _)| id.as_str() != engine.info().id)
+                .filter(|(id, _)| id.as_str() != engine.id())
                 .map(|(id, o)| format!("{id} {:.1}", o.decode_tps))
                 .collect();
             let why = format!(
                 "{}: measured fastest for this model ({:.1} decode tok/s{}{})",
-                engine.info().id,
+                engine.id(),
                 m.decode_tps,
                 if others.is_empty() { "" } else { " against " },
                 others.join(", ")
@@ -97,7 +97,7 @@ impl Engines {
             .get(GGUF_DEFAULT)
             .or_else(|| self.list.first())
             .ok_or_else(|| ApiError::bad_request("this server has no engine"))?;
-        Ok((engine.clone(), format!("{}: the default for GGUF", engine.info().id)))
+        Ok((engine.clone(), format!("{}: the default for GGUF", engine.id())))
     }
 
     /// Stops what engines run beside the server (sidecars).
@@ -115,10 +115,10 @@ mod tests {
 
     #[test]
     fn explicit_wishes_win_in_order_and_unknown_engines_are_errors() {
-        let engines = Engines::new(vec![Arc::new(MockEngine)]);
+        let engines = Engines::new(vec![Arc::new(MockEngine::default())]);
         let id = engines.ids()[0];
         let (e, why) = engines.choose(None, None, None).expect("default");
-        assert_eq!(e.info().id, id);
+        assert_eq!(e.id(), id);
         assert!(why.contains("default"), "{why}");
         let (_, why) = engines.choose(Some(id), Some("nope"), None).expect("request wins");
         assert!(why.contains("request"), "{why}");
@@ -132,7 +132,7 @@ mod tests {
         let measured: BTreeMap<String, Measurement> =
             [(id.to_string(), m(50.0)), ("elsewhere".to_string(), m(900.0))].into();
         let (e, why) = engines.choose(None, None, Some(&measured)).expect("measured");
-        assert_eq!(e.info().id, id);
+        assert_eq!(e.id(), id);
         assert!(why.contains("measured fastest") && why.contains("elsewhere 900.0"), "{why}");
         let (_, why) = engines.choose(Some(id), None, Some(&measured)).expect("request");
         assert!(why.contains("request"), "{why}");

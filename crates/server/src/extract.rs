@@ -4,11 +4,27 @@ use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use crate::api::Dialect;
-use crate::ApiError;
+use crate::error::{ApiError, Dialect, ErrorKind};
 
 /// Like `axum::Json`, but a bad body is a 400 (413 when too large) rendered by dialect `D`.
 pub struct DialectJson<T, D>(pub T, pub std::marker::PhantomData<D>);
+
+/// Decodes a JSON body, naming the field at fault.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = if bytes.iter().all(u8::is_ascii_whitespace) {
+            "request body is empty; send a JSON object".to_string()
+        } else if path.is_empty() || path == "." {
+            format!("invalid JSON body: {inner}")
+        } else {
+            format!("invalid value for `{path}`: {inner}")
+        };
+        ApiError::bad_request(msg)
+    })
+}
 
 impl<T, D, S> FromRequest<S> for DialectJson<T, D>
 where
@@ -25,7 +41,7 @@ where
                 let status = rejection.status();
                 let err = if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::new(
-                        crate::ErrorKind::PayloadTooLarge,
+                        ErrorKind::PayloadTooLarge,
                         "body_too_large",
                         format!("request body is larger than {} bytes", crate::MAX_JSON_BODY),
                     )
@@ -35,22 +51,7 @@ where
                 return Err(D::error_response(&err));
             }
         };
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        match serde_path_to_error::deserialize(&mut de) {
-            Ok(v) => Ok(DialectJson(v, std::marker::PhantomData)),
-            Err(e) => {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                let msg = if bytes.iter().all(u8::is_ascii_whitespace) {
-                    "request body is empty; send a JSON object".to_string()
-                } else if path.is_empty() || path == "." {
-                    format!("invalid JSON body: {inner}")
-                } else {
-                    format!("invalid value for `{path}`: {inner}")
-                };
-                Err(D::error_response(&ApiError::bad_request(msg)))
-            }
-        }
+        decode(&bytes).map(|v| DialectJson(v, std::marker::PhantomData)).map_err(|e| D::error_response(&e))
     }
 }
 

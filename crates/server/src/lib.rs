@@ -1,10 +1,12 @@
 //! HyperLlama's HTTP server: an Ollama-compatible API (`/api/...`) and an OpenAI-compatible
-//! API (`/v1/...`) over one internal request type.
+//! API (`/v1/...`) over one service.
 //!
-//! Each dialect is a thin folder of its own (DTOs, conversion into
-//! [`hyperllama_core::GenerateRequest`], stream encoding, error body); model lookup, loading,
-//! keep-alive and generation live below them in [`registry`] and [`generation`], shared.
-//! The server never names a concrete engine: the binary hands it an `Arc<dyn Engine>`.
+//! Each dialect is a thin folder of its own ([`api`]: DTOs, conversion into the one
+//! [`service::ServiceRequest`], stream encoding, error body); everything between a converted
+//! request and the engine's tokens is the [`service`]'s (name resolution, Modelfile policy,
+//! validation, acquisition, retry, observation), and which models are loaded is the
+//! [`registry`]'s. The server never names a concrete engine: the binary hands it `Engines`.
+//! `docs/ARCHITECTURE.md` follows one request through these files.
 //!
 //! Requests are validated (and the model loaded) before the first byte of a response, so bad
 //! input gets a real 4xx in the dialect's error shape; an error after streaming began goes out
@@ -12,31 +14,34 @@
 
 pub mod api;
 pub mod auth;
+pub mod context;
 pub mod engines;
-mod error;
+pub mod error;
 mod extract;
-pub mod generation;
-mod keep_alive;
 pub mod metrics;
 pub mod middleware;
 pub mod registry;
 pub mod remotes;
+pub mod service;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 
+pub use context::RequestContext;
 pub use engines::Engines;
 pub use error::{ApiError, ErrorKind};
-pub use keep_alive::KeepAlive;
+pub use hyperllama_core::KeepAlive;
 pub use registry::{Registry, RegistryConfig, DEFAULT_MAX_QUEUE, DEFAULT_PARALLEL};
 pub use remotes::Remotes;
+pub use service::Service;
 
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
-    pub registry: Arc<Registry>,
+    pub service: Arc<Service>,
     pub metrics: Arc<metrics::Metrics>,
     pub auth: Arc<auth::Auth>,
     pub http: Arc<HttpOptions>,
@@ -45,7 +50,17 @@ pub struct AppState {
 impl AppState {
     /// An open server (no keys) with default HTTP options.
     pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry, metrics: Arc::default(), auth: Arc::default(), http: Arc::new(HttpOptions::default()) }
+        let metrics: Arc<metrics::Metrics> = Arc::default();
+        Self {
+            service: Arc::new(Service::new(registry, metrics.clone())),
+            metrics,
+            auth: Arc::default(),
+            http: Arc::new(HttpOptions::default()),
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        self.service.registry()
     }
 
     pub fn with_auth(mut self, auth: auth::Auth) -> Self {
@@ -70,11 +85,20 @@ pub struct HttpOptions {
     pub shutdown_grace: Duration,
     /// Serve HTTPS with this certificate and key (see [`tls_config`]); plain HTTP when `None`.
     pub tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    /// Let any client create models from paths on the server's disk (`/api/create` with an
+    /// absolute `from`); without it, only this machine's own user may (loopback, no keys).
+    pub allow_local_paths: bool,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        Self { origins: default_origins(), request_timeout: None, shutdown_grace: SHUTDOWN_GRACE, tls: None }
+        Self {
+            origins: default_origins(),
+            request_timeout: None,
+            shutdown_grace: SHUTDOWN_GRACE,
+            tls: None,
+            allow_local_paths: false,
+        }
     }
 }
 
@@ -117,20 +141,19 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
 /// Bodies larger than this are refused with 413 (blob uploads have their own limit).
 pub const MAX_JSON_BODY: usize = 8 << 20;
 
-/// The whole HTTP surface.
+/// The whole HTTP surface. Each dialect's router carries the middleware for its own dialect.
 pub fn router(state: AppState) -> Router {
-    let mut app = Router::new()
-        .merge(api::ollama::routes())
-        .merge(api::openai::routes())
+    let ops = Router::new()
         .route("/health", axum::routing::get(health))
-        .route("/metrics", axum::routing::get(render_metrics));
+        .route("/metrics", axum::routing::get(render_metrics))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::handle::<api::ollama::Ollama>));
+    let mut app =
+        Router::new().merge(api::ollama::routes(state.clone())).merge(api::openai::routes(state.clone())).merge(ops);
     if let Some(t) = state.http.request_timeout {
         app =
             app.layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, t));
     }
-    app.layer(axum::middleware::from_fn_with_state(state.clone(), middleware::handle))
-        .layer(cors(&state.http.origins))
-        .with_state(state)
+    app.layer(cors(&state.http.origins)).with_state(state)
 }
 
 /// Liveness, as vLLM's and llama-server's `/health`.
@@ -141,9 +164,8 @@ async fn health() -> axum::Json<serde_json::Value> {
 async fn render_metrics(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
     let gauges: Vec<metrics::ModelGauges> = state
-        .registry
+        .registry()
         .running()
-        .await
         .into_iter()
         .map(|r| metrics::ModelGauges {
             model: r.name,
@@ -152,6 +174,7 @@ async fn render_metrics(axum::extract::State(state): axum::extract::State<AppSta
             slots: r.stats.parallel,
             kv_tokens: r.stats.kv_tokens,
             kv_capacity: u64::from(r.context_length) * u64::from(r.stats.parallel),
+            stats: r.stats,
         })
         .collect();
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&gauges))
@@ -164,9 +187,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let registry = state.registry.clone();
+    let registry = state.registry().clone();
     let grace_period = state.http.shutdown_grace;
-    let reaper = registry.clone().spawn_reaper();
+    let reaper = registry.spawn_reaper();
     let remotes = registry.remotes().clone();
     // The fleet's catalogs before the first request, then in the background.
     remotes.refresh().await;
@@ -180,7 +203,8 @@ pub async fn serve(
     let app = router(state);
     let result = match tls {
         None => {
-            let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+            let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(shutdown);
             // In-flight streams get a grace period to finish; then they are cut.
             let grace = async move {
                 if stopping_rx.await.is_ok() {
@@ -208,7 +232,7 @@ pub async fn serve(
             drop(stopping_rx);
             axum_server::from_tcp_rustls(listener.into_std()?, config)
                 .handle(handle)
-                .serve(app.into_make_service())
+                .serve(app.into_make_service_with_connect_info::<SocketAddr>())
                 .await
         }
     };

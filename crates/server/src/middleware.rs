@@ -1,31 +1,22 @@
 //! What every request passes through before its handler: a request id (`x-request-id` in and
 //! out, on every log line of the request), API-key checks and per-key rate limits, and the
-//! counters of `/metrics`. Errors here are rendered in the dialect the path belongs to.
+//! counters of `/metrics`. It is generic over the dialect (each dialect's router applies
+//! `handle::<ItsDialect>`), so its refusals come in that dialect's error shape and it names
+//! no dialect itself.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
-use crate::api::Dialect;
 use crate::auth::{format_reset, Key, RateState};
-use crate::{ApiError, AppState, ErrorKind};
-
-/// Facts about the request that handlers pass down to the generation.
-#[derive(Clone)]
-pub struct RequestContext {
-    pub id: String,
-    /// The API key that authenticated the request, when keys are configured.
-    pub key: Option<Arc<Key>>,
-}
-
-/// The error code of an error response, for `hyperllama_errors_total`.
-#[derive(Clone, Copy)]
-pub struct ErrorCode(pub &'static str);
+use crate::context::{ErrorCode, RequestContext};
+use crate::error::{ApiError, Dialect, ErrorKind};
+use crate::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -64,14 +55,6 @@ fn new_id() -> String {
     format!("req-{:016x}", h.finish())
 }
 
-fn render(openai: bool, err: &ApiError) -> Response {
-    if openai {
-        crate::api::openai::OpenAi::error_response(err)
-    } else {
-        crate::api::ollama::Ollama::error_response(err)
-    }
-}
-
 fn set_rate_headers(headers: &mut HeaderMap, rate: &RateState) {
     let mut put = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -93,14 +76,14 @@ fn set_rate_headers(headers: &mut HeaderMap, rate: &RateState) {
     }
 }
 
-pub async fn handle(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn handle<D: Dialect>(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let id = request_id(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path);
     async move {
         let started = Instant::now();
-        let openai = path.starts_with("/v1");
         let mut key = None;
         let mut rate = None;
         let mut early = None;
@@ -113,7 +96,7 @@ pub async fn handle(State(state): State<AppState>, mut req: Request, next: Next)
                     } else {
                         "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`"
                     };
-                    early = Some(render(openai, &ApiError::new(ErrorKind::Unauthorized, "invalid_api_key", msg)));
+                    early = Some(D::error_response(&ApiError::new(ErrorKind::Unauthorized, "invalid_api_key", msg)));
                 }
                 Some(k) => {
                     let r = k.admit();
@@ -128,7 +111,7 @@ pub async fn handle(State(state): State<AppState>, mut req: Request, next: Next)
                                 wait.as_secs_f64()
                             ),
                         );
-                        let mut resp = render(openai, &err);
+                        let mut resp = D::error_response(&err);
                         set_rate_headers(resp.headers_mut(), &r);
                         early = Some(resp);
                     } else {
@@ -142,7 +125,7 @@ pub async fn handle(State(state): State<AppState>, mut req: Request, next: Next)
         let mut resp = match early {
             Some(resp) => resp,
             None => {
-                req.extensions_mut().insert(RequestContext { id: id.clone(), key });
+                req.extensions_mut().insert(RequestContext { id: id.clone(), key, peer, started });
                 next.run(req).await
             }
         };

@@ -14,13 +14,14 @@ use hyperllama_engine::{Engine, ServedModel};
 use hyperllama_store::{Digest, Manifest};
 use sha2::{Digest as _, Sha256};
 
-/// `Manifest::source` of a model that lives on a node: `remote:<node index>:<its API URL>`.
-const SOURCE_PREFIX: &str = "remote:";
+/// Which node of the fleet: its place in the order the nodes were given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeId(pub usize);
 
 /// One model of one node.
 #[derive(Debug, Clone)]
 pub struct RemoteModel {
-    pub node: usize,
+    pub node: NodeId,
     /// The node's API URL (`http://host:port/v1`).
     pub url: String,
     pub served: ServedModel,
@@ -34,7 +35,7 @@ pub struct Remotes {
 }
 
 impl Remotes {
-    /// Nodes in order of preference; each engine's `info().version` is its URL.
+    /// Nodes in order of preference; each must have a catalog ([`Engine::catalog`]).
     pub fn new(nodes: Vec<Arc<dyn Engine>>) -> Self {
         let catalog = RwLock::new(vec![Vec::new(); nodes.len()]);
         Self { nodes, catalog }
@@ -50,17 +51,23 @@ impl Remotes {
 
     /// Fetches every node's catalog, all at once (a node that does not answer keeps its last one).
     pub async fn refresh(&self) {
-        let fetches = self.nodes.iter().map(|node| tokio::time::timeout(Duration::from_secs(5), node.served_models()));
+        let fetches = self.nodes.iter().map(|node| async move {
+            match node.catalog() {
+                Some(c) => tokio::time::timeout(Duration::from_secs(5), c.served_models()).await,
+                None => Ok(Ok(Vec::new())),
+            }
+        });
         let results = futures::future::join_all(fetches).await;
-        for (i, (node, fetched)) in self.nodes.iter().zip(results).enumerate() {
+        for (i, fetched) in results.into_iter().enumerate() {
+            let url = self.url(NodeId(i));
             match fetched {
                 Ok(Ok(models)) => {
                     if let Ok(mut c) = self.catalog.write() {
                         c[i] = models;
                     }
                 }
-                Ok(Err(e)) => tracing::warn!(node = %node.info().version, error = %e, "cannot list the node's models"),
-                Err(_) => tracing::warn!(node = %node.info().version, "the node did not list its models within 5 s"),
+                Ok(Err(e)) => tracing::warn!(node = %url, error = %e, "cannot list the node's models"),
+                Err(_) => tracing::warn!(node = %url, "the node did not list its models within 5 s"),
             }
         }
     }
@@ -87,6 +94,16 @@ impl Remotes {
         }
     }
 
+    /// A node's API URL now.
+    pub fn url(&self, node: NodeId) -> String {
+        self.nodes.get(node.0).and_then(|n| n.catalog().map(|c| c.url())).unwrap_or_default()
+    }
+
+    /// The node's engine.
+    pub fn node(&self, node: NodeId) -> Option<Arc<dyn Engine>> {
+        self.nodes.get(node.0).cloned()
+    }
+
     /// Every remote model, node by node.
     pub fn list(&self) -> Vec<RemoteModel> {
         let Ok(catalog) = self.catalog.read() else { return Vec::new() };
@@ -94,9 +111,10 @@ impl Remotes {
             .iter()
             .enumerate()
             .flat_map(|(node, models)| {
+                let url = self.url(NodeId(node));
                 models.iter().map(move |served| RemoteModel {
-                    node,
-                    url: self.nodes[node].info().version,
+                    node: NodeId(node),
+                    url: url.clone(),
                     served: served.clone(),
                 })
             })
@@ -113,12 +131,6 @@ impl Remotes {
             .or_else(|| all.iter().find(|m| m.served.id.strip_suffix(":latest") == Some(name)))
             .or_else(|| bare.and_then(|b| all.iter().find(|m| m.served.id == b)))
             .cloned()
-    }
-
-    /// The node serving a manifest made by [`RemoteModel::manifest`].
-    pub fn node_for(&self, manifest: &Manifest) -> Option<Arc<dyn Engine>> {
-        let (node, _) = manifest.source.strip_prefix(SOURCE_PREFIX)?.split_once(':')?;
-        self.nodes.get(node.parse::<usize>().ok()?).cloned()
     }
 }
 
@@ -139,15 +151,10 @@ impl RemoteModel {
             license: None,
             parameters: Default::default(),
             messages: Vec::new(),
-            source: format!("{SOURCE_PREFIX}{}:{}", self.node, self.url),
+            source: self.url.clone(),
             modified_at: modified.to_rfc3339(),
         }
     }
-}
-
-/// The node URL of a model served remotely, from its manifest.
-pub fn remote_url(manifest: &Manifest) -> Option<&str> {
-    Some(manifest.source.strip_prefix(SOURCE_PREFIX)?.split_once(':')?.1)
 }
 
 #[cfg(test)]
@@ -156,7 +163,7 @@ mod tests {
     use hyperllama_engine::mock::MockEngine;
 
     fn with_catalog(ids: &[&str]) -> Remotes {
-        let r = Remotes::new(vec![Arc::new(MockEngine)]);
+        let r = Remotes::new(vec![Arc::new(MockEngine::default())]);
         let served = ids.iter().map(|id| ServedModel { id: id.to_string(), ..ServedModel::default() }).collect();
         r.catalog.write().expect("lock")[0] = served;
         r
@@ -172,8 +179,8 @@ mod tests {
         assert!(r.find("smol:7b").is_none() && r.find("llama").is_none());
         let manifest = m.manifest();
         assert_eq!(manifest.name, "meta-llama/Llama-3.1-8B-Instruct");
-        assert_eq!(remote_url(&manifest), Some(m.url.as_str()));
-        assert!(r.node_for(&manifest).is_some());
+        assert_eq!(m.node, NodeId(0));
+        assert!(r.node(m.node).is_some());
         assert_eq!(manifest.model, m.manifest().model, "the digest is stable");
     }
 }

@@ -1,9 +1,7 @@
 //! Bad input gets a clear 4xx in the dialect's error shape, and the server keeps serving.
 
-mod util;
-
+use crate::util::{post, post_raw};
 use serde_json::json;
-use util::{post, post_raw};
 
 async fn still_serving() {
     let (s, v) = post(
@@ -113,8 +111,8 @@ async fn ollama_bad_requests() {
         assert_eq!(s, status, "{path} {body}: {v}");
         assert!(ollama_error(&v).contains(needle), "{path} {body}: {v} lacks {needle:?}");
     }
-    let r = util::client()
-        .delete(util::url("/api/delete"))
+    let r = crate::util::client()
+        .delete(crate::util::url("/api/delete"))
         .json(&json!({ "model": "missing" }))
         .send()
         .await
@@ -160,7 +158,7 @@ async fn corrupt_and_truncated_gguf_files_are_refused_at_create() {
     let dir = tempfile::tempdir().expect("tempdir");
     let text = dir.path().join("notes.gguf");
     std::fs::write(&text, "this is not a model").expect("write");
-    let real = std::fs::read(util::model_path()).expect("model");
+    let real = std::fs::read(crate::util::model_path()).expect("model");
     let truncated = dir.path().join("truncated.gguf");
     std::fs::write(&truncated, &real[..real.len() / 2]).expect("write");
     for (path, needle) in [(&text, "GGUF"), (&truncated, "truncated")] {
@@ -234,15 +232,15 @@ async fn openai_bad_requests() {
 
 #[tokio::test]
 async fn disconnect_mid_stream_cancels_generation() {
-    let server = util::server();
+    let server = crate::util::server();
     let (s, _) = post("/api/copy", json!({ "source": "smol", "destination": "smol-cancel" })).await;
     assert_eq!(s, 200);
-    let acquired = server.registry.acquire("smol-cancel", Default::default()).await.expect("load");
+    let acquired = server.registry.load_model("smol-cancel", &Default::default(), None).await.expect("load");
     let model = acquired.model.clone();
     drop(acquired);
     let before = model.stats();
-    let mut resp = util::client()
-        .post(util::url("/api/generate"))
+    let mut resp = crate::util::client()
+        .post(crate::util::url("/api/generate"))
         .json(&json!({ "model": "smol-cancel", "prompt": "Write a very long story.", "options": { "num_predict": 3000, "temperature": 0 } }))
         .send()
         .await

@@ -1,9 +1,7 @@
 //! Ollama's API against the real server, engine and model.
 
-mod util;
-
+use crate::util::{get, post, post_ndjson, server, url};
 use serde_json::json;
-use util::{get, post, post_ndjson, server, url};
 
 fn greedy(n: u32) -> serde_json::Value {
     json!({ "temperature": 0, "num_predict": n })
@@ -14,7 +12,7 @@ async fn root_and_version() {
     let r = reqwest::get(url("/")).await.expect("get");
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.expect("text"), "HyperLlama is running");
-    let head = util::client().head(url("/")).send().await.expect("head");
+    let head = crate::util::client().head(url("/")).send().await.expect("head");
     assert_eq!(head.status(), 200);
     let (s, v) = get("/api/version").await;
     assert_eq!(s, 200);
@@ -215,14 +213,14 @@ async fn tags_show_copy_delete() {
     let (_, v) = get("/api/tags").await;
     let names: Vec<&str> = v["models"].as_array().expect("m").iter().filter_map(|m| m["name"].as_str()).collect();
     assert!(names.contains(&"me/smol-copy:v1"), "{names:?}");
-    let r = util::client()
+    let r = crate::util::client()
         .delete(url("/api/delete"))
         .json(&json!({ "model": "me/smol-copy:v1" }))
         .send()
         .await
         .expect("delete");
     assert_eq!(r.status(), 200);
-    let r = util::client()
+    let r = crate::util::client()
         .delete(url("/api/delete"))
         .json(&json!({ "model": "me/smol-copy:v1" }))
         .send()
@@ -236,11 +234,11 @@ async fn tags_show_copy_delete() {
 
 #[tokio::test]
 async fn blobs_create_and_pull() {
-    let bytes = std::fs::read(util::model_path()).expect("model");
+    let bytes = std::fs::read(crate::util::model_path()).expect("model");
     use sha2::Digest;
     let digest =
         format!("sha256:{}", sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>());
-    let c = util::client();
+    let c = crate::util::client();
     // The server already holds this blob (smol), so HEAD finds it.
     assert_eq!(c.head(url(&format!("/api/blobs/{digest}"))).send().await.expect("head").status(), 200);
     let missing = format!("sha256:{}", "0".repeat(64));

@@ -1,9 +1,7 @@
 //! OpenAI's API against the real server, engine and model.
 
-mod util;
-
+use crate::util::{get, post, post_sse};
 use serde_json::json;
-use util::{get, post, post_sse};
 
 fn chat(n: u32) -> serde_json::Value {
     json!({ "model": "smol", "temperature": 0, "max_tokens": n,
@@ -138,7 +136,7 @@ async fn tool_calls_finish_with_tool_calls() {
     let args: serde_json::Value =
         serde_json::from_str(call["function"]["arguments"].as_str().expect("string args")).expect("json args");
     assert!(args["city"].is_string());
-    assert!(call["id"].as_str().expect("id").starts_with("call-"));
+    assert!(call["id"].as_str().expect("id").starts_with("call_"));
     // tool_choice "none" turns the tools off.
     let (s, v) = post(
         "/v1/chat/completions",

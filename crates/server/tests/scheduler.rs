@@ -2,17 +2,15 @@
 //! disconnects, admission limits and prefix reuse. Each test starts its own server (on an
 //! ephemeral loopback port) so that slot counts are exactly what the test says.
 
-mod util;
-
 use std::time::{Duration, Instant};
 
+use crate::util::TestServer;
 use futures::future::join_all;
 use hyperllama_server::RegistryConfig;
 use serde_json::{json, Value};
-use util::TestServer;
 
 fn config(parallel: u32, max_queue: u32) -> RegistryConfig {
-    RegistryConfig { ctx_size: Some(1024), parallel, max_queue, ..util::test_config() }
+    RegistryConfig { ctx_size: Some(1024), parallel, max_queue, ..crate::util::test_config() }
 }
 
 /// The `scheduler` object `/api/ps` shows for the test model.
@@ -136,7 +134,7 @@ async fn complete(server: &TestServer, i: usize) -> String {
 
 #[tokio::test]
 async fn eight_concurrent_streams_are_batched_and_match_their_solo_outputs() {
-    let server = util::start(config(8, 16));
+    let server = crate::util::start(config(8, 16));
     let mut solo = Vec::new();
     for i in 0..PROMPTS.len() {
         solo.push(complete(&server, i).await);
@@ -159,7 +157,7 @@ async fn eight_concurrent_streams_are_batched_and_match_their_solo_outputs() {
 
 #[tokio::test]
 async fn a_request_that_joins_mid_way_finishes_while_the_running_one_goes_on() {
-    let server = util::start(config(2, 16));
+    let server = crate::util::start(config(2, 16));
     let mut long = Streaming::post(&server, "/api/generate", long_request(400)).await;
     for _ in 0..3 {
         let v = long.next().await.expect("a token");
@@ -181,7 +179,7 @@ async fn a_request_that_joins_mid_way_finishes_while_the_running_one_goes_on() {
 
 #[tokio::test]
 async fn a_disconnect_frees_the_sequence_for_the_next_request() {
-    let server = util::start(config(1, 4));
+    let server = crate::util::start(config(1, 4));
     // Streaming: read a few tokens, hang up.
     let mut s = Streaming::post(&server, "/api/generate", long_request(3000)).await;
     for _ in 0..3 {
@@ -217,7 +215,7 @@ async fn a_disconnect_frees_the_sequence_for_the_next_request() {
 
 #[tokio::test]
 async fn a_full_queue_is_refused_at_once_with_retry_after_in_both_dialects() {
-    let server = util::start(config(1, 1));
+    let server = crate::util::start(config(1, 1));
     let mut running = Streaming::post(&server, "/api/generate", long_request(3000)).await;
     running.next().await.expect("a token");
     // The second waits for the one sequence...
@@ -260,7 +258,7 @@ async fn a_full_queue_is_refused_at_once_with_retry_after_in_both_dialects() {
 
 #[tokio::test]
 async fn a_repeated_prefix_is_served_from_cache_with_identical_output() {
-    let server = util::start(config(2, 16));
+    let server = crate::util::start(config(2, 16));
     let system = "You are a helpful assistant who knows a lot about geography, history and science. ".repeat(12);
     let body = |cache: bool| {
         json!({ "model": "smol", "temperature": 0, "max_tokens": 16, "cache_prompt": cache,

@@ -1,14 +1,12 @@
 //! API keys, rate limits, request ids, CORS and `/metrics`, against a real server with the
 //! real model on an ephemeral loopback port.
 
-mod util;
-
 use std::sync::OnceLock;
 
+use crate::util::TestServer;
 use hyperllama_server::auth::{Auth, KeySpec, Limits};
 use hyperllama_server::HttpOptions;
 use serde_json::{json, Value};
-use util::TestServer;
 
 const OPEN_KEY: &str = "sk-test-0123456789abcdef";
 const ROTATED_KEY: &str = "sk-test-rotated-fedcba9876";
@@ -31,7 +29,7 @@ fn server() -> &'static TestServer {
         ])
         .expect("keys");
         let http = HttpOptions { origins: vec!["https://app.example".into()], ..HttpOptions::default() };
-        util::start_with(util::test_config(), move |state| {
+        crate::util::start_with(crate::util::test_config(), move |state| {
             let mut http_all = HttpOptions::default();
             http_all.origins.extend(http.origins);
             state.with_auth(auth).with_http(http_all)

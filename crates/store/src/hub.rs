@@ -54,15 +54,19 @@ pub struct HubRef {
     pub repo: String,
     pub quant: Option<String>,
     pub revision: String,
+    /// Whether the reference was written with the hub's host (`hf.co/...`), so the model is
+    /// stored and listed under the name as the user wrote it.
+    pub with_host: bool,
 }
 
 impl HubRef {
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
-        let s = ["https://huggingface.co/", "huggingface.co/", "hf.co/"]
+        let stripped = ["https://huggingface.co/", "https://hf.co/", "huggingface.co/", "hf.co/"]
             .iter()
-            .find_map(|p| s.strip_prefix(p))
-            .unwrap_or(s);
+            .find_map(|p| s.strip_prefix(p));
+        let with_host = stripped.is_some();
+        let s = stripped.unwrap_or(s);
         let (repo, quant) = match s.rsplit_once(':') {
             Some((r, q)) => (r, Some(q.to_string())),
             None => (s, None),
@@ -82,12 +86,16 @@ impl HubRef {
             repo: repo.to_string(),
             quant: quant.filter(|q| !q.eq_ignore_ascii_case("latest")),
             revision: "main".into(),
+            with_host,
         })
     }
 
-    /// The store name a pulled model gets: `owner/repo:<quant>` (lower case).
-    pub fn store_name(&self, quant: &str) -> Result<ModelName, StoreError> {
-        ModelName::parse(&format!("{}:{}", self.repo, quant.to_ascii_lowercase()))
+    /// The name a pulled model is stored and listed under: the reference as written
+    /// (`hf.co/Org/Repo:Q4_1` or `Org/Repo:Q4_1`; `:latest` when no quantization was named,
+    /// whichever file was picked for it), as Ollama names hub models.
+    pub fn store_name(&self) -> Result<ModelName, StoreError> {
+        let host = if self.with_host { "hf.co/" } else { "" };
+        ModelName::parse(&format!("{host}{}:{}", self.repo, self.quant.as_deref().unwrap_or("latest")))
     }
 }
 
@@ -300,7 +308,7 @@ pub async fn fetch(
     }
 
     progress(Progress::Status("writing manifest".into()));
-    let name = r.store_name(&quant)?;
+    let name = r.store_name()?;
     let store2 = store.clone();
     let source = format!("hf.co/{}@{}/{}", r.repo, commit, file.rfilename);
     let d2 = digest.clone();
@@ -312,15 +320,6 @@ pub async fn fetch(
     })
     .await
     .map_err(|e| HubError::Protocol(e.to_string()))??;
-    if r.quant.is_none() {
-        // `owner/repo` (tag latest) names the default pick too.
-        let latest = ModelName::parse(&r.repo)?;
-        let store3 = store.clone();
-        let from = r.store_name(&quant)?;
-        tokio::task::spawn_blocking(move || store3.copy(&from, &latest))
-            .await
-            .map_err(|e| HubError::Protocol(e.to_string()))??;
-    }
     progress(Progress::Status("success".into()));
     Ok(manifest)
 }
@@ -430,8 +429,25 @@ async fn fetch_part(
             Ok(())
         }
         .await;
+        let now = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
         match result {
-            Ok(()) => continue, // re-check the length: a short body is resumed
+            // A short body is resumed from where it stopped, as long as it brought bytes.
+            Ok(()) if now > have => attempt = 0,
+            Ok(()) if now >= want => return Ok(()),
+            // An empty answer to a range request: count it, back off, and give up in the end
+            // (a mirror that always answers so must not make a tight request loop).
+            Ok(()) if attempt < cfg.max_retries => {
+                attempt += 1;
+                tracing::warn!(attempt, "the hub answered a range request with no bytes; retrying");
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            Ok(()) => {
+                return Err(HubError::Protocol(format!(
+                    "{url} answered {} range requests with no bytes (bytes {} of {want} of this part)",
+                    attempt + 1,
+                    now
+                )))
+            }
             Err(e @ (HubError::Network { .. } | HubError::Http { .. })) if attempt < cfg.max_retries => {
                 attempt += 1;
                 tracing::warn!(error = %e, attempt, "download interrupted; retrying");
@@ -455,7 +471,9 @@ mod tests {
         for bad in ["repo", "hf.co/../x", "a/b/c", "a/b:c/d", "/a/b", "a/.b"] {
             assert!(HubRef::parse(bad).is_none(), "{bad}");
         }
-        assert_eq!(r.store_name("Q4_K_M").expect("name").to_string(), "bartowski/SmolLM2-135M-Instruct-GGUF:q4_k_m");
+        assert_eq!(r.store_name().expect("name").to_string(), "hf.co/bartowski/SmolLM2-135M-Instruct-GGUF:Q4_K_M");
+        let bare = HubRef::parse("Org/Repo").expect("valid");
+        assert_eq!(bare.store_name().expect("name").to_string(), "Org/Repo:latest");
     }
 
     fn sib(name: &str) -> Sibling {

@@ -168,11 +168,36 @@ impl Store {
     }
 
     fn manifest_path(&self, name: &ModelName) -> PathBuf {
-        self.root.join("manifests").join(&name.namespace).join(&name.model).join(format!("{}.json", name.tag))
+        let mut p = self.root.join("manifests");
+        for c in name.components() {
+            p.push(c);
+        }
+        p.join(format!("{}.json", name.tag))
+    }
+
+    /// Where `name`'s manifest is: the exact path, else the one whose name matches it without
+    /// regard to case (`Org/Repo:Q4_1` finds `org/repo:q4_1`).
+    fn find_manifest(&self, name: &ModelName) -> Option<PathBuf> {
+        let exact = self.manifest_path(name);
+        if exact.is_file() {
+            return Some(exact);
+        }
+        let mut dir = self.root.join("manifests");
+        let wanted: Vec<String> =
+            name.components().into_iter().map(str::to_string).chain([format!("{}.json", name.tag)]).collect();
+        for (i, part) in wanted.iter().enumerate() {
+            let entry = fs::read_dir(&dir).ok()?.flatten().find(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.eq_ignore_ascii_case(part) && (i + 1 == wanted.len()) == e.path().is_file()
+            })?;
+            dir = entry.path();
+        }
+        Some(dir)
     }
 
     pub fn get(&self, name: &ModelName) -> Result<Manifest, StoreError> {
-        let path = self.manifest_path(name);
+        let Some(path) = self.find_manifest(name) else { return Err(StoreError::NotFound(name.to_string())) };
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound(name.to_string())),
@@ -182,9 +207,27 @@ impl Store {
             .map_err(|e| StoreError::Io { path, source: std::io::Error::new(std::io::ErrorKind::InvalidData, e) })
     }
 
-    /// Writes `manifest` under `name` (atomically).
+    /// The manifest `name` refers to, as the user may write it: the name itself (any case),
+    /// else its hub alias (`hf.co/owner/repo` for `owner/repo` and back). Returns the name it
+    /// is stored under with it.
+    pub fn resolve(&self, name: &ModelName) -> Result<(ModelName, Manifest), StoreError> {
+        match self.get(name) {
+            Ok(m) => Ok((ModelName::parse(&m.name).unwrap_or_else(|_| name.clone()), m)),
+            Err(StoreError::NotFound(_)) => match name.hub_alias().map(|a| self.get(&a)) {
+                Some(Ok(m)) => Ok((ModelName::parse(&m.name).unwrap_or_else(|_| name.clone()), m)),
+                _ => Err(StoreError::NotFound(name.to_string())),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `manifest` under `name` (atomically). A name that differs only in case from a
+    /// stored one replaces it, as names match without regard to case.
     pub fn put_manifest(&self, name: &ModelName, manifest: &Manifest) -> Result<(), StoreError> {
         let path = self.manifest_path(name);
+        if let Some(old) = self.find_manifest(name).filter(|p| *p != path) {
+            fs::remove_file(&old).map_err(io(&old))?;
+        }
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let tmp = tempfile_in(&dir)?;
@@ -288,7 +331,7 @@ impl Store {
 
     /// Removes `name`, then every blob no manifest refers to.
     pub fn delete(&self, name: &ModelName) -> Result<(), StoreError> {
-        let path = self.manifest_path(name);
+        let path = self.find_manifest(name).ok_or_else(|| StoreError::NotFound(name.to_string()))?;
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound(name.to_string())),

@@ -12,13 +12,51 @@ fn names_parse_and_default() {
     assert_eq!((n.namespace.as_str(), n.model.as_str(), n.tag.as_str()), ("library", "smollm2", "latest"));
     assert_eq!(n.to_string(), "smollm2:latest");
     assert_eq!(ModelName::parse("me/smol-lm_2.5:135m-q4").expect("valid").to_string(), "me/smol-lm_2.5:135m-q4");
+    let hub = ModelName::parse("huggingface.co/Org/Repo:Q4_1").expect("valid");
+    assert_eq!(hub.to_string(), "hf.co/Org/Repo:Q4_1");
+    assert!(hub.is_hub());
+    assert_eq!(hub.hub_alias().expect("alias").to_string(), "Org/Repo:Q4_1");
+    assert!(hub.matches(&ModelName::parse("hf.co/org/repo:q4_1").expect("valid")));
+    assert!(ModelName::parse("smol").expect("valid").hub_alias().is_none());
+}
+
+#[test]
+fn names_match_without_case_and_through_the_hub_alias() {
+    let (dir, s) = store();
+    let gguf = dir.path().join("w.gguf");
+    std::fs::write(&gguf, b"GGUF fake").expect("write");
+    let typed = ModelName::parse("hf.co/Org/Repo:Q4_1").expect("name");
+    s.create(&typed, Source::File(gguf), Overrides::default()).expect("create");
+    assert_eq!(s.list().expect("list")[0].name, "hf.co/Org/Repo:Q4_1", "listed as typed");
+    for other in ["hf.co/org/repo:q4_1", "Org/Repo:Q4_1", "org/repo:Q4_1"] {
+        let (stored, m) = s.resolve(&ModelName::parse(other).expect("name")).expect(other);
+        assert_eq!(stored, typed, "{other}");
+        assert_eq!(m.name, "hf.co/Org/Repo:Q4_1");
+    }
+    assert!(matches!(s.resolve(&ModelName::parse("Org/Repo:Q8_0").expect("n")), Err(StoreError::NotFound(_))));
+    s.delete(&ModelName::parse("hf.co/org/REPO:q4_1").expect("name")).expect("rm by another case");
+    assert!(s.list().expect("list").is_empty());
 }
 
 #[test]
 fn names_that_could_escape_are_rejected() {
-    for bad in
-        ["", "..", "../etc/passwd", "/abs/path", "a/../b", "a/b/c", "x:..", "x:", ":tag", ".hidden", "a b", "a\\b", "ü"]
-    {
+    for bad in [
+        "",
+        "..",
+        "../etc/passwd",
+        "/abs/path",
+        "a/../b",
+        "a/b/c",
+        "a/b/c/d",
+        "h..x/a/b",
+        "x:..",
+        "x:",
+        ":tag",
+        ".hidden",
+        "a b",
+        "a\\b",
+        "ü",
+    ] {
         assert!(matches!(ModelName::parse(bad), Err(StoreError::InvalidName { .. })), "{bad:?} accepted");
     }
 }

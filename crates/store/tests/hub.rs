@@ -36,6 +36,8 @@ struct Hub {
     /// Drop each new range request half-way once.
     drop_once: Mutex<HashMap<u64, bool>>,
     drop_mode: std::sync::atomic::AtomicBool,
+    /// Answer every range request with 206 and no bytes (a broken mirror).
+    empty_mode: std::sync::atomic::AtomicBool,
 }
 
 type Shared = Arc<Hub>;
@@ -93,6 +95,9 @@ async fn resolve(
     }
     let range = headers.get("range").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     hub.ranges.lock().expect("lock").push(range.clone());
+    if hub.empty_mode.load(Ordering::SeqCst) {
+        return Response::builder().status(StatusCode::PARTIAL_CONTENT).body(Body::empty()).expect("response");
+    }
     let spec = range.strip_prefix("bytes=").unwrap_or("0-");
     let (a, b) = spec.split_once('-').unwrap_or(("0", ""));
     let start: u64 = a.parse().unwrap_or(0);
@@ -141,6 +146,7 @@ async fn start_hub() -> (String, Shared) {
         ranges: Mutex::new(Vec::new()),
         drop_once: Mutex::new(HashMap::new()),
         drop_mode: false.into(),
+        empty_mode: false.into(),
     });
     let app = axum::Router::new()
         .route("/api/models/{owner}/{repo}/revision/{rev}", get(api))
@@ -191,8 +197,9 @@ async fn pull_picks_the_quant_verifies_and_names_it() {
     assert!(matches!(events.first(), Some(Progress::Status(s)) if s == "pulling manifest"));
     assert!(matches!(events.last(), Some(Progress::Status(s)) if s == "success"));
     assert!(events.iter().any(|e| matches!(e, Progress::Download { completed, total, .. } if completed == total)));
-    for name in ["smol/SmolLM2-GGUF:q4_1", "smol/SmolLM2-GGUF"] {
-        let m = store.get(&ModelName::parse(name).expect("name")).expect(name);
+    assert_eq!(m.name, "hf.co/smol/SmolLM2-GGUF:latest", "stored as typed");
+    for name in ["hf.co/smol/SmolLM2-GGUF:latest", "smol/SmolLM2-GGUF", "HF.CO/smol/smollm2-gguf"] {
+        let (_, m) = store.resolve(&ModelName::parse(name).expect("name")).expect(name);
         hyperllama_gguf::GgufFile::open(store.blob_path(&m.model)).expect("a valid GGUF");
     }
     // Several ranges were fetched (16 MiB parts).
@@ -204,10 +211,31 @@ async fn pull_picks_the_quant_verifies_and_names_it() {
     hub::pull(&store, &config(&endpoint), &r, |_| {}).await.expect("pull q8");
     assert_eq!(hub.served.load(Ordering::SeqCst), served, "same bytes: the blob is shared, nothing downloaded");
     assert!(store.get(&ModelName::parse("smol/SmolLM2-GGUF:q8_0").expect("n")).is_ok());
+    assert!(store.list().expect("list").iter().any(|m| m.name == "smol/SmolLM2-GGUF:Q8_0"), "stored as typed");
     let e = hub::pull(&store, &config(&endpoint), &HubRef::parse("smol/SmolLM2-GGUF:Q2_K").expect("ref"), |_| {})
         .await
         .unwrap_err();
     assert!(matches!(e, HubError::QuantNotFound { .. }) && e.to_string().contains("Q8_0"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_that_sends_empty_ranges_is_an_error_not_a_request_loop() {
+    let (endpoint, hub) = start_hub().await;
+    hub.empty_mode.store(true, Ordering::SeqCst);
+    let (_d, store) = store();
+    let cfg = config(&endpoint);
+    let e = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        hub::pull(&store, &cfg, &HubRef::parse("smol/SmolLM2-GGUF:Q4_1").expect("ref"), |_| {}),
+    )
+    .await
+    .expect("the pull gives up instead of spinning")
+    .unwrap_err();
+    assert!(matches!(&e, HubError::Protocol(m) if m.contains("no bytes")), "{e}");
+    let parts = (hub.bytes.len() as u64).div_ceil(cfg.part_size);
+    let requests = hub.ranges.lock().expect("lock").len() as u64;
+    assert!(requests <= parts * u64::from(cfg.max_retries + 1), "{requests} range requests for {parts} parts");
+    assert!(store.list().expect("list").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

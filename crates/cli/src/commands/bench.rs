@@ -119,19 +119,30 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.iterations == 0 {
         anyhow::bail!("--iterations must be at least 1");
     }
-    // Hash before loading: a file that cannot be recorded fails fast.
-    let digest = if args.record {
-        let path = &args.model.model;
-        if !path.is_file() {
-            anyhow::bail!("--record needs a model file (its digest names the measurement): {}", path.display());
-        }
-        Some(hyperllama_store::digest_of_file(path)?)
+    // The model as the server would resolve it (a hub repo missing from the store is pulled).
+    let (path, known_digest) = if args.model.is_served_elsewhere() {
+        (PathBuf::from(&args.model.model), None)
     } else {
-        None
+        let registry = crate::local::registry(&args.model)?;
+        let resolved = crate::local::resolve(&registry, &args.model.model).await?;
+        let digest = matches!(resolved.location, hyperllama_server::registry::Location::Local { .. })
+            .then(|| resolved.manifest.model.clone());
+        (resolved.load_path(), digest)
+    };
+    // The weights' digest names the measurement: a store blob's is known; a file is hashed
+    // before loading, so a file that cannot be recorded fails fast.
+    let digest = match (args.record, known_digest) {
+        (false, _) => None,
+        (true, Some(d)) => Some(d),
+        (true, None) if path.is_file() => Some(hyperllama_store::digest_of_file(&path)?),
+        (true, None) => {
+            anyhow::bail!("--record needs model weights here (their digest names the measurement): {}", path.display())
+        }
     };
     let t0 = Instant::now();
     let (model, engine) =
-        crate::engines::load(args.model.load_options()?, args.model.engine.as_deref(), &args.model.remote()).await?;
+        crate::engines::load(args.model.load_options(path)?, args.model.engine.as_deref(), &args.model.remote())
+            .await?;
     let load_ms = ms(t0.elapsed());
     let result = in_process(&args, model.clone(), engine.info().id, load_ms).await;
     let _ = model.unload().await;
@@ -235,7 +246,7 @@ async fn serve_bench(url: &str, args: &BenchArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let bench = bench_serve::ServeBench {
         url: url.to_string(),
-        model: args.model.model.to_string_lossy().into_owned(),
+        model: args.model.model.clone(),
         api_key: args.api_key.clone(),
         concurrency: args.concurrency.clone(),
         requests: args.requests,
@@ -268,14 +279,14 @@ async fn one(model: &dyn LoadedModel, prompt: &str, args: &BenchArgs) -> anyhow:
     request.stop.ignore_eos = true;
     request.cache_prompt = args.cache_prompt;
     let t0 = Instant::now();
-    let mut stream = model.generate(request).await?;
+    let mut stream = model.generate(request.validate()?).await?;
     let mut ttft = None;
     while let Some(event) = stream.next().await {
         match event? {
             TokenEvent::Token { .. } => {
                 ttft.get_or_insert_with(|| t0.elapsed());
             }
-            TokenEvent::Text(_) => {}
+            TokenEvent::Text(_) | TokenEvent::ToolCall(_) => {}
             TokenEvent::Done { usage, timings, .. } => {
                 let latency = t0.elapsed();
                 let computed = usage.prompt_tokens - usage.cached_tokens;
@@ -296,14 +307,14 @@ async fn one(model: &dyn LoadedModel, prompt: &str, args: &BenchArgs) -> anyhow:
 /// A prompt of exactly `n` tokens (with the BOS token, if the model adds one).
 fn synthetic_prompt(model: &dyn LoadedModel, n: u32) -> anyhow::Result<String> {
     const WORDS: &[&str] = &["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while"];
-    if model.tokenize("the").is_err() {
+    let Some(tokenizer) = model.tokenizer() else {
         // Engines that tokenize elsewhere (MAX's sidecar): these words are one token each in
         // byte-level BPE vocabularies; the report gives the prompt size the engine counted.
         return Ok((0..n as usize).map(|i| WORDS[i % WORDS.len()]).collect::<Vec<_>>().join(" "));
-    }
+    };
     let mut text = String::new();
     for i in 0.. {
-        let count = model.tokenize(&text)?.len();
+        let count = tokenizer.tokenize(&text, true)?.len();
         if count as u32 >= n {
             break;
         }
@@ -316,7 +327,7 @@ fn synthetic_prompt(model: &dyn LoadedModel, n: u32) -> anyhow::Result<String> {
         text.push_str(WORDS[i % WORDS.len()]);
     }
     // Trim back if the last word overshot.
-    while model.tokenize(&text)?.len() as u32 > n {
+    while tokenizer.tokenize(&text, true)?.len() as u32 > n {
         let cut = text.rfind(' ').context("prompt too short to trim")?;
         text.truncate(cut);
     }

@@ -1,4 +1,5 @@
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -6,7 +7,8 @@ use anyhow::Context;
 use clap::Args;
 use futures::StreamExt;
 use hyperllama_core::{GenerateRequest, Message, Prompt, TokenEvent};
-use hyperllama_engine::LoadedModel;
+use hyperllama_server::service::{Input, Knobs, Piece, PromptInput, Service, ServiceRequest};
+use hyperllama_server::RequestContext;
 use serde::Serialize;
 
 use crate::args::{ModelArgs, SamplingArgs};
@@ -69,6 +71,110 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
     } else {
         args.prompt.clone()
     };
+    if prompt_text.is_empty() {
+        anyhow::bail!("the prompt is empty");
+    }
+    args.model.check()?;
+    // Check the sampling options before anything loads.
+    args.sampling.params()?;
+    if args.max_tokens == Some(0) {
+        anyhow::bail!("`max_tokens` must be at least 1, got 0 (--max-tokens)");
+    }
+    if let Some(host) = &args.host {
+        return via_server(&args, host, &prompt_text).await;
+    }
+    if args.model.is_served_elsewhere() {
+        return served_elsewhere(&args, prompt_text).await;
+    }
+    let registry = crate::local::registry(&args.model)?;
+    let resolved = crate::local::resolve(&registry, &args.model.model).await?;
+    let service = Service::new(registry.clone(), Arc::default());
+    let input =
+        Input::Prompt(PromptInput { text: prompt_text, raw: args.raw, system: args.system.clone(), template: None });
+    let mut req = ServiceRequest::new(resolved.key.clone(), input);
+    req.knobs = Knobs {
+        max_tokens: args.max_tokens.map(i64::from),
+        stop: (!args.stop.is_empty()).then(|| args.stop.clone()),
+        num_ctx: args.model.ctx_size.map(i64::from),
+        num_thread: args.model.threads.map(i64::from),
+        num_gpu: args.model.gpu_layers.map(i64::from),
+        engine: args.model.engine.clone(),
+        ..args.sampling.knobs()
+    };
+    let result = in_process(&args, &service, req).await;
+    registry.unload_all().await;
+    registry.engines().shutdown().await;
+    result
+}
+
+/// The answer through the service (the server's own path: Modelfile policy, validation),
+/// streamed to stdout, with the timings on request.
+async fn in_process(args: &GenerateArgs, service: &Service, req: ServiceRequest) -> anyhow::Result<()> {
+    let ctx = RequestContext::local();
+    let t0 = ctx.started;
+    let generation = service.generate(req, &ctx).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let model_name = generation.acquired.model.info().name.clone();
+    let mut pieces = generation.pieces();
+    let mut out = std::io::stdout().lock();
+    let mut response = String::new();
+    let mut ttft = None;
+    let mut done = None;
+    while let Some(piece) = pieces.next().await {
+        match piece.map_err(|e| anyhow::anyhow!("{e}"))? {
+            Piece::Text { text, .. } => {
+                ttft.get_or_insert_with(|| t0.elapsed());
+                if !args.json {
+                    out.write_all(text.as_bytes())?;
+                    out.flush()?;
+                }
+                response.push_str(&text);
+            }
+            Piece::Done(fin) => done = Some(fin),
+        }
+    }
+    let fin = done.context("the engine ended the stream without a final event")?;
+    let per_sec = |n: u32, d: Duration| if d.is_zero() { 0.0 } else { f64::from(n) / d.as_secs_f64() };
+    let usage = fin.usage;
+    let result = GenerateResult {
+        model: model_name,
+        response,
+        done_reason: fin.finish_reason.as_str(),
+        total_duration: fin.total_duration.as_nanos(),
+        load_duration: fin.load_duration.as_nanos(),
+        prompt_eval_count: usage.prompt_tokens,
+        prompt_eval_cached: usage.cached_tokens,
+        prompt_eval_duration: fin.prompt_eval.as_nanos(),
+        eval_count: usage.completion_tokens,
+        eval_duration: fin.eval.as_nanos(),
+        time_to_first_token: ttft.unwrap_or_default().as_nanos(),
+        prompt_tokens_per_second: per_sec(usage.prompt_tokens - usage.cached_tokens, fin.prompt_eval),
+        // The first token's time belongs to the prompt evaluation; eval covers the rest.
+        tokens_per_second: per_sec(usage.completion_tokens.saturating_sub(1), fin.eval),
+    };
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?;
+    } else {
+        writeln!(out)?;
+    }
+    if args.verbose {
+        eprintln!(
+            "load {:.0} ms | prompt {} tokens in {:.0} ms ({:.1} tok/s) | {} tokens in {:.0} ms ({:.1} tok/s) | {}",
+            fin.load_duration.as_secs_f64() * 1e3,
+            result.prompt_eval_count,
+            fin.prompt_eval.as_secs_f64() * 1e3,
+            result.prompt_tokens_per_second,
+            result.eval_count,
+            fin.eval.as_secs_f64() * 1e3,
+            result.tokens_per_second,
+            result.done_reason,
+        );
+    }
+    Ok(())
+}
+
+/// `--engine openai` (a remote model id) and `--engine vllm` / a Hugging Face directory (a
+/// vLLM launched for this command): the engine serves the model itself.
+async fn served_elsewhere(args: &GenerateArgs, prompt_text: String) -> anyhow::Result<()> {
     let prompt = if args.raw {
         Prompt::Raw(prompt_text)
     } else {
@@ -83,97 +189,55 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
     request.sampling = args.sampling.params()?;
     request.stop.max_tokens = args.max_tokens;
     request.stop.stop = args.stop.clone();
-    request.validate()?;
-    if let Some(host) = &args.host {
-        return via_server(&args, host, request).await;
-    }
-
+    let request = request.validate()?;
     let started = Instant::now();
-    let (model, engine) =
-        crate::engines::load(args.model.load_options()?, args.model.engine.as_deref(), &args.model.remote()).await?;
+    let options = args.model.load_options(PathBuf::from(&args.model.model))?;
+    let (model, engine) = crate::engines::load(options, args.model.engine.as_deref(), &args.model.remote()).await?;
     let load_duration = started.elapsed();
-    let result = in_process(&args, model, request, started, load_duration).await;
+    let t0 = Instant::now();
+    let result = async {
+        let mut stream = model.generate(request).await?;
+        let mut out = std::io::stdout().lock();
+        let mut n = 0u32;
+        while let Some(event) = stream.next().await {
+            match event? {
+                TokenEvent::Token { text, .. } | TokenEvent::Text(text) => {
+                    n += 1;
+                    if !args.json {
+                        out.write_all(text.as_bytes())?;
+                        out.flush()?;
+                    }
+                }
+                TokenEvent::ToolCall(c) => writeln!(out, "[tool call] {} {}", c.name, c.arguments)?,
+                TokenEvent::Done { finish_reason, usage, timings } => {
+                    writeln!(out)?;
+                    if args.verbose || args.json {
+                        eprintln!(
+                            "load {:.0} ms | prompt {} tokens | {} tokens in {:.0} ms | {} ({n} pieces in {:.0} ms)",
+                            load_duration.as_secs_f64() * 1e3,
+                            usage.prompt_tokens,
+                            usage.completion_tokens,
+                            timings.eval.as_secs_f64() * 1e3,
+                            finish_reason.as_str(),
+                            t0.elapsed().as_secs_f64() * 1e3
+                        );
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = model.unload().await;
     engine.shutdown().await;
     result
 }
 
-async fn in_process(
-    args: &GenerateArgs,
-    model: Arc<dyn LoadedModel>,
-    request: GenerateRequest,
-    started: Instant,
-    load_duration: Duration,
-) -> anyhow::Result<()> {
-    let t0 = Instant::now();
-    let mut stream = model.generate(request).await?;
-    let mut out = std::io::stdout().lock();
-    let mut response = String::new();
-    let mut ttft = None;
-    let mut done = None;
-    while let Some(event) = stream.next().await {
-        match event? {
-            TokenEvent::Token { text, .. } | TokenEvent::Text(text) => {
-                ttft.get_or_insert_with(|| t0.elapsed());
-                if !args.json {
-                    out.write_all(text.as_bytes())?;
-                    out.flush()?;
-                }
-                response.push_str(&text);
-            }
-            TokenEvent::Done { finish_reason, usage, timings } => done = Some((finish_reason, usage, timings)),
-        }
-    }
-    let (finish_reason, usage, timings) = done.context("the engine ended the stream without a final event")?;
-    let per_sec = |n: u32, d: std::time::Duration| {
-        if d.is_zero() {
-            0.0
-        } else {
-            f64::from(n) / d.as_secs_f64()
-        }
-    };
-    let result = GenerateResult {
-        model: model.info().name.clone(),
-        response,
-        done_reason: finish_reason.as_str(),
-        total_duration: started.elapsed().as_nanos(),
-        load_duration: load_duration.as_nanos(),
-        prompt_eval_count: usage.prompt_tokens,
-        prompt_eval_cached: usage.cached_tokens,
-        prompt_eval_duration: timings.prompt_eval.as_nanos(),
-        eval_count: usage.completion_tokens,
-        eval_duration: timings.eval.as_nanos(),
-        time_to_first_token: ttft.unwrap_or_default().as_nanos(),
-        prompt_tokens_per_second: per_sec(usage.prompt_tokens - usage.cached_tokens, timings.prompt_eval),
-        // The first token's time belongs to the prompt evaluation; eval covers the rest.
-        tokens_per_second: per_sec(usage.completion_tokens.saturating_sub(1), timings.eval),
-    };
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?;
-    } else {
-        writeln!(out)?;
-    }
-    if args.verbose {
-        eprintln!(
-            "load {:.0} ms | prompt {} tokens in {:.0} ms ({:.1} tok/s) | {} tokens in {:.0} ms ({:.1} tok/s) | {}",
-            load_duration.as_secs_f64() * 1e3,
-            result.prompt_eval_count,
-            timings.prompt_eval.as_secs_f64() * 1e3,
-            result.prompt_tokens_per_second,
-            result.eval_count,
-            timings.eval.as_secs_f64() * 1e3,
-            result.tokens_per_second,
-            result.done_reason,
-        );
-    }
-    model.unload().await?;
-    Ok(())
-}
-
 /// `generate --host`: the same request through the server's Ollama API.
-async fn via_server(args: &GenerateArgs, host: &str, request: GenerateRequest) -> anyhow::Result<()> {
+async fn via_server(args: &GenerateArgs, host: &str, prompt_text: &str) -> anyhow::Result<()> {
     use serde_json::{json, Value};
     let c = crate::client::Client::new(Some(host));
-    let model = super::run::ensure_model(&c, &args.model.model.to_string_lossy()).await?;
+    let model = super::run::ensure_model(&c, &args.model.model).await?;
     let mut options = json!({
         "temperature": args.sampling.temperature, "top_k": args.sampling.top_k, "top_p": args.sampling.top_p,
         "min_p": args.sampling.min_p, "seed": args.sampling.seed, "repeat_penalty": args.sampling.repeat_penalty,
@@ -187,14 +251,11 @@ async fn via_server(args: &GenerateArgs, host: &str, request: GenerateRequest) -
     if let Some(o) = options.as_object_mut() {
         o.retain(|_, v| !v.is_null());
     }
-    let (path, body) = match &request.prompt {
-        Prompt::Raw(p) => ("/api/generate", json!({ "model": model, "prompt": p, "raw": true, "options": options })),
-        Prompt::Chat(messages) => {
-            let msgs: Vec<Value> =
-                messages.iter().map(|m| json!({ "role": m.role.as_str(), "content": m.content })).collect();
-            ("/api/chat", json!({ "model": model, "messages": msgs, "options": options }))
-        }
-    };
+    let mut body = json!({ "model": model, "prompt": prompt_text, "raw": args.raw, "options": options });
+    if let Some(s) = &args.system {
+        body["system"] = json!(s);
+    }
+    let path = "/api/generate";
     let t0 = Instant::now();
     let mut ttft = None;
     let mut response = String::new();

@@ -4,22 +4,17 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use hyperllama_server::auth::{Auth, KeySpec, KeysFile, Limits};
-use hyperllama_server::{AppState, Engines, HttpOptions, KeepAlive, Registry, RegistryConfig};
+use hyperllama_server::{AppState, Engines, HttpOptions, Registry, RegistryConfig};
 
 pub use crate::config::ServeArgs;
 use crate::config::Settings;
 
+/// `--models`, else `HYPERLLAMA_MODELS`, else `$HYPERLLAMA_HOME/models`.
 pub fn models_dir(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    if let Some(p) = explicit {
+    if let Some(p) = explicit.or_else(|| std::env::var_os("HYPERLLAMA_MODELS").map(PathBuf::from)) {
         return Ok(p);
     }
-    let home = match std::env::var_os("HYPERLLAMA_HOME") {
-        Some(h) => PathBuf::from(h),
-        None => {
-            PathBuf::from(std::env::var_os("HOME").context("HOME is not set; set HYPERLLAMA_HOME")?).join(".hyperllama")
-        }
-    };
-    Ok(home.join("models"))
+    Ok(hyperllama_home()?.join("models"))
 }
 
 fn listen_addr(args: &Settings) -> anyhow::Result<SocketAddr> {
@@ -39,12 +34,10 @@ fn listen_addr(args: &Settings) -> anyhow::Result<SocketAddr> {
 pub async fn run(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     let settings = args.resolve(matches)?;
     if args.print_config {
-        settings.print();
+        settings.print(&mut std::io::stdout().lock())?;
         return Ok(());
     }
     let addr = listen_addr(&settings)?;
-    let keep_alive = KeepAlive::parse_str(&settings.keep_alive)
-        .with_context(|| format!("invalid keep_alive {:?}: use e.g. 5m, 30s, -1 or 0", settings.keep_alive))?;
     let auth = api_keys(&settings)?;
     let dir = models_dir(settings.models.clone())?;
     let store =
@@ -70,13 +63,15 @@ pub async fn run(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<
             RegistryConfig {
                 ctx_size: settings.ctx_size,
                 threads: settings.threads,
+                gpu_layers: settings.gpu_layers,
                 parallel: settings.parallel,
                 max_queue: settings.max_queue,
                 step_tokens: settings.step_tokens,
-                keep_alive,
+                keep_alive: settings.keep_alive,
                 max_loaded: settings.max_loaded_models,
                 memory_limit: settings.memory_limit,
                 hub: hyperllama_store::hub::HubConfig::from_env(),
+                engine_options: engine_options(&settings)?,
             },
         )
         .with_remotes(remotes),
@@ -102,13 +97,52 @@ pub async fn run(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<
         request_timeout: settings.request_timeout,
         shutdown_grace: settings.shutdown_timeout,
         tls,
+        allow_local_paths: settings.allow_local_paths,
     });
     // One line on stdout, so scripts can wait for it and learn the port (with --port 0).
-    println!("HyperLlama {} listening on {scheme}://{local} (models in {})", env!("CARGO_PKG_VERSION"), dir.display());
-    use std::io::Write;
-    std::io::stdout().flush()?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "HyperLlama {} listening on {scheme}://{local} (models in {})",
+            env!("CARGO_PKG_VERSION"),
+            dir.display()
+        )?;
+        out.flush()?;
+    }
     hyperllama_server::serve(listener, state, shutdown_signal()).await?;
     Ok(())
+}
+
+/// The llama.cpp engine's prompt cache and speculation settings, as engine options.
+fn engine_options(settings: &Settings) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    if let Some(mib) = settings.cache_ram {
+        out.push(("cache_ram_mib".into(), mib.to_string()));
+    }
+    match settings.cache_dir.as_deref() {
+        Some("off") | Some("") => out.push(("cache_dir".into(), String::new())),
+        Some(dir) => out.push(("cache_dir".into(), dir.to_string())),
+        None => out.push(("cache_dir".into(), hyperllama_home()?.join("cache").display().to_string())),
+    }
+    if let Some(s) = &settings.speculative {
+        if !matches!(s.as_str(), "off" | "ngram") {
+            anyhow::bail!("--speculative {s:?}: use ngram or off");
+        }
+        out.push(("speculative".into(), s.clone()));
+    }
+    Ok(out)
+}
+
+/// `HYPERLLAMA_HOME`, else `~/.hyperllama`.
+pub fn hyperllama_home() -> anyhow::Result<PathBuf> {
+    Ok(match std::env::var_os("HYPERLLAMA_HOME") {
+        Some(h) => PathBuf::from(h),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").context("HOME is not set; set HYPERLLAMA_HOME")?).join(".hyperllama")
+        }
+    })
 }
 
 /// Keys from --api-key / HYPERLLAMA_API_KEYS (named key-1, key-2, ...) and the keys file;

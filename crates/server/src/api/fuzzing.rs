@@ -1,38 +1,60 @@
 //! The request-decoding entry point of the `request_json` fuzz target (`fuzz/`).
 
 use super::{ollama, openai};
-use crate::generation::{parse_format, tool_specs};
+use crate::service::{policy, ServiceRequest};
 
-/// Decodes `data` as every request body the dialects accept and converts what decodes into
-/// the internal request, without a model: for the fuzz target (`fuzz/`). Whatever the bytes,
-/// this returns (errors are values); a panic is a bug.
+/// Decodes `data` as every request body the dialects accept and runs what decodes through
+/// the same conversion (`TryFrom`) and Modelfile policy the server uses, against a model with
+/// a `SYSTEM`, `MESSAGE`s, `PARAMETER`s and a `TEMPLATE`, then validates the result. Whatever
+/// the bytes, this returns (errors are values); a panic is a bug.
 #[doc(hidden)]
 pub fn decode_for_fuzzing(data: &[u8]) {
-    use hyperllama_core::Prompt;
+    let manifest = fuzz_manifest();
+    let check = |req: Result<ServiceRequest, crate::error::ApiError>| {
+        if let Ok(req) = req {
+            let mut plain = manifest.clone();
+            plain.template = None;
+            for m in [&manifest, &plain] {
+                if let Ok(p) = policy::prepare(&req, m) {
+                    let _ = p.request.validate();
+                }
+            }
+        }
+    };
     if let Ok(b) = serde_json::from_slice::<ollama::types::GenerateBody>(data) {
-        let _ = parse_format(b.format.as_ref());
-        let _ = b.options.load_request(None);
-        let _ = b.options.into_request(Prompt::Raw(b.prompt)).map(|r| r.validate());
+        check(ServiceRequest::try_from(b));
     }
     if let Ok(b) = serde_json::from_slice::<ollama::types::ChatBody>(data) {
-        let _ = tool_specs(&b.tools);
-        let _ = parse_format(b.format.as_ref());
-        let messages: Result<Vec<hyperllama_core::Message>, _> =
-            b.messages.into_iter().map(hyperllama_core::Message::try_from).collect();
-        if let Ok(m) = messages {
-            let _ = b.options.into_request(Prompt::Chat(m)).map(|r| r.validate());
-        }
+        check(ServiceRequest::try_from(b));
     }
     if let Ok(b) = serde_json::from_slice::<openai::types::ChatCompletionBody>(data) {
-        let _ = tool_specs(&b.tools);
-        if let Ok(m) = openai::convert_messages_for_fuzzing(b.messages) {
-            let _ = b.sampling.into_options(b.max_tokens).into_request(Prompt::Chat(m)).map(|r| r.validate());
-        }
+        check(ServiceRequest::try_from(b));
     }
     if let Ok(b) = serde_json::from_slice::<openai::types::CompletionBody>(data) {
-        let _ = b.sampling.into_options(b.max_tokens).into_request(Prompt::Raw(String::new()));
+        check(ServiceRequest::try_from(b));
     }
     let _ = serde_json::from_slice::<ollama::types::EmbedBody>(data);
     let _ = serde_json::from_slice::<ollama::types::CreateBody>(data);
     let _ = serde_json::from_slice::<openai::types::EmbeddingsBody>(data);
+}
+
+fn fuzz_manifest() -> hyperllama_store::Manifest {
+    use hyperllama_core::Message;
+    hyperllama_store::Manifest {
+        name: "fuzz:latest".into(),
+        model: hyperllama_store::Digest::parse(&format!("sha256:{}", "f".repeat(64)))
+            .unwrap_or_else(|_| unreachable!()),
+        size: 0,
+        template: Some("{{ if .System }}S:{{ .System }}\n{{ end }}U:{{ .Prompt }}\nA:{{ .Response }}\n".into()),
+        system: Some("be brief".into()),
+        license: None,
+        parameters: [
+            ("temperature".to_string(), serde_json::json!(0.2)),
+            ("stop".to_string(), serde_json::json!(["\n\n"])),
+        ]
+        .into(),
+        messages: vec![Message::user("hi"), Message::assistant("hello")],
+        source: String::new(),
+        modified_at: String::new(),
+    }
 }

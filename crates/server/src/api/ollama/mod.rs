@@ -1,7 +1,7 @@
 //! Ollama's REST API (`/api/...`), so that Ollama's official clients, and the tools built on
 //! them, work against HyperLlama unchanged. Durations are nanoseconds; streams are NDJSON.
 
-mod go_template;
+mod convert;
 mod handlers;
 mod models;
 pub(crate) mod types;
@@ -10,20 +10,22 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, head, post};
 use axum::Router;
 
-use crate::{ApiError, AppState};
+use crate::error::{finish_error, ApiError, Dialect, DialectError};
+use crate::AppState;
 
 pub struct Ollama;
 
-impl super::Dialect for Ollama {
+impl Dialect for Ollama {
     fn error_response(err: &ApiError) -> Response {
         let response = (err.status(), axum::Json(serde_json::json!({ "error": err.message }))).into_response();
-        crate::error::finish_error(err, response)
+        finish_error(err, response)
     }
 }
 
 pub(crate) type Json<T> = crate::extract::DialectJson<T, Ollama>;
+pub(crate) type Result<T> = std::result::Result<T, DialectError<Ollama>>;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(handlers::root).head(handlers::root))
         .route("/api/version", get(handlers::version).head(handlers::version))
@@ -41,10 +43,7 @@ pub fn routes() -> Router<AppState> {
         .layer(axum::extract::DefaultBodyLimit::max(crate::MAX_JSON_BODY))
         // Blob uploads stream to disk (a GGUF is gigabytes): no JSON body limit.
         .route("/api/blobs/{digest}", head(models::blob_exists).post(models::blob_upload))
+        .route_layer(axum::middleware::from_fn_with_state(state, crate::middleware::handle::<Ollama>))
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        <Ollama as super::Dialect>::error_response(&self)
-    }
-}
+pub use convert::keep_alive as parse_keep_alive;

@@ -1,8 +1,12 @@
 use hyperllama_core::{Message, Role, ToolCall};
 use serde::Deserialize;
 
-use crate::generation::{Options, ToolDto};
-use crate::ApiError;
+use crate::api::common::ToolDto;
+use crate::error::ApiError;
+use crate::service::Knobs;
+
+/// Ollama's `options`: the knobs by Ollama's names (unknown keys are kept, reported, ignored).
+pub type Options = Knobs;
 
 #[derive(Debug, Deserialize)]
 pub struct GenerateBody {
@@ -52,10 +56,14 @@ pub struct ChatMessage {
     pub tool_calls: Vec<ToolCallDto>,
     #[serde(default)]
     pub tool_name: Option<String>,
+    #[serde(default)]
+    pub thinking: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct ToolCallDto {
+    #[serde(default)]
+    pub id: Option<String>,
     pub function: FunctionCallDto,
 }
 
@@ -88,9 +96,10 @@ impl TryFrom<ChatMessage> for Message {
         out.tool_calls = m
             .tool_calls
             .into_iter()
-            .map(|c| ToolCall { name: c.function.name, arguments: c.function.arguments })
+            .map(|c| ToolCall { id: c.id, name: c.function.name, arguments: c.function.arguments })
             .collect();
         out.tool_name = m.tool_name;
+        out.thinking = m.thinking.filter(|t| !t.is_empty());
         Ok(out)
     }
 }

@@ -1,6 +1,7 @@
 //! OpenAI's API (`/v1/...`), so that the official `openai` clients and everything built on
 //! them work against HyperLlama. Streams are server-sent events ending in `data: [DONE]`.
 
+pub(crate) mod convert;
 mod handlers;
 pub(crate) mod types;
 
@@ -9,18 +10,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::{ApiError, AppState, ErrorKind};
+use crate::error::{finish_error, ApiError, Dialect, DialectError, ErrorKind};
+use crate::AppState;
 
 pub struct OpenAi;
 
-impl super::Dialect for OpenAi {
+impl Dialect for OpenAi {
     fn error_response(err: &ApiError) -> Response {
         let kind = match err.kind {
-            ErrorKind::BadRequest | ErrorKind::PayloadTooLarge => "invalid_request_error",
-            ErrorKind::NotFound => "invalid_request_error",
+            ErrorKind::BadRequest | ErrorKind::PayloadTooLarge | ErrorKind::NotFound => "invalid_request_error",
             ErrorKind::Unavailable | ErrorKind::BadGateway => "service_unavailable",
             ErrorKind::Overloaded | ErrorKind::RateLimited => "rate_limit_error",
             ErrorKind::Unauthorized => "authentication_error",
+            ErrorKind::Forbidden => "permission_error",
             ErrorKind::NotImplemented => "not_implemented",
             ErrorKind::Internal => "server_error",
         };
@@ -30,28 +32,14 @@ impl super::Dialect for OpenAi {
         // OpenAI's clients retry a 429 with back-off (honouring Retry-After); a 503 they do too,
         // but 429 is what OpenAI itself sends for "too many requests right now".
         let status = if err.kind == ErrorKind::Overloaded { StatusCode::TOO_MANY_REQUESTS } else { err.status() };
-        crate::error::finish_error(err, (status, axum::Json(body)).into_response())
+        finish_error(err, (status, axum::Json(body)).into_response())
     }
 }
 
 pub(crate) type Json<T> = crate::extract::DialectJson<T, OpenAi>;
+pub(crate) type Result<T> = std::result::Result<T, DialectError<OpenAi>>;
 
-/// An error rendered in OpenAI's shape (handlers return it so `?` works on `ApiError`).
-pub struct OpenAiError(pub ApiError);
-
-impl<E: Into<ApiError>> From<E> for OpenAiError {
-    fn from(e: E) -> Self {
-        Self(e.into())
-    }
-}
-
-impl IntoResponse for OpenAiError {
-    fn into_response(self) -> Response {
-        <OpenAi as super::Dialect>::error_response(&self.0)
-    }
-}
-
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/completions", post(handlers::completions))
@@ -59,11 +47,5 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/models", get(handlers::list_models))
         .route("/v1/models/{*id}", get(handlers::get_model))
         .layer(axum::extract::DefaultBodyLimit::max(crate::MAX_JSON_BODY))
-}
-
-#[doc(hidden)]
-pub(crate) fn convert_messages_for_fuzzing(
-    messages: Vec<types::ChatMessage>,
-) -> Result<Vec<hyperllama_core::Message>, ApiError> {
-    handlers::convert_messages(messages)
+        .route_layer(axum::middleware::from_fn_with_state(state, crate::middleware::handle::<OpenAi>))
 }

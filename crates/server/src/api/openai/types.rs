@@ -1,45 +1,78 @@
 use serde::Deserialize;
 
-use crate::generation::{Options, StopField, ToolDto};
+use crate::api::common::ToolDto;
+use crate::service::Knobs;
 
-/// The sampling fields chat completions and completions share.
+/// `stop` as one string or a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StopField {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StopField {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            StopField::One(s) => vec![s],
+            StopField::Many(v) => v,
+        }
+    }
+}
+
+/// The load-time extensions `/v1` accepts (`extra_body` in the openai client), as Ollama users
+/// ask: the context, threads and engine for the model.
+#[derive(Debug, Default, Deserialize)]
+pub struct LoadOptionsDto {
+    pub num_ctx: Option<i64>,
+    pub num_thread: Option<i64>,
+    pub num_gpu: Option<i64>,
+    pub engine: Option<String>,
+}
+
+/// The sampling fields chat completions and completions share, with vLLM's and
+/// llama-server's extensions (`top_k`, `min_p`, `repetition_penalty`/`repeat_penalty`,
+/// `ignore_eos`, `cache_prompt`; `extra_body` in the openai client).
 #[derive(Debug, Default, Deserialize)]
 pub struct SamplingFields {
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f32>,
     pub seed: Option<i64>,
     pub stop: Option<StopField>,
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
-    /// vLLM's and llama-server's extensions (`extra_body` in the openai client).
+    #[serde(alias = "repetition_penalty")]
+    pub repeat_penalty: Option<f32>,
     pub ignore_eos: Option<bool>,
     pub cache_prompt: Option<bool>,
+    /// Ollama-style load options (`{"options": {"num_ctx": 8192}}`).
+    pub options: Option<LoadOptionsDto>,
 }
 
 impl SamplingFields {
-    /// As the internal options, with `num_predict` from the dialect's token limit.
-    pub fn into_options(self, num_predict: Option<i64>) -> Options {
-        let SamplingFields {
-            temperature,
-            top_p,
-            seed,
-            stop,
-            presence_penalty,
-            frequency_penalty,
-            ignore_eos,
-            cache_prompt,
-        } = self;
-        Options {
-            temperature,
-            top_p,
-            seed,
-            num_predict,
-            stop,
-            presence_penalty,
-            frequency_penalty,
-            ignore_eos,
-            cache_prompt,
-            ..Options::default()
+    /// As the neutral knobs, with the dialect's token limit.
+    pub fn into_knobs(self, max_tokens: Option<i64>) -> Knobs {
+        let load = self.options.unwrap_or_default();
+        Knobs {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            seed: self.seed,
+            max_tokens,
+            stop: self.stop.map(StopField::into_vec),
+            repeat_penalty: self.repeat_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            ignore_eos: self.ignore_eos,
+            cache_prompt: self.cache_prompt,
+            num_ctx: load.num_ctx,
+            num_thread: load.num_thread,
+            num_gpu: load.num_gpu,
+            engine: load.engine,
+            ..Knobs::default()
         }
     }
 }
@@ -62,6 +95,9 @@ pub struct ChatCompletionBody {
     pub stream_options: Option<StreamOptions>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<u32>,
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
+    pub reasoning_effort: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +109,8 @@ pub struct ChatMessage {
     pub tool_calls: Vec<ToolCallDto>,
     pub tool_call_id: Option<String>,
     pub name: Option<String>,
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

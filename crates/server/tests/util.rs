@@ -2,21 +2,12 @@
 //! store as `smol`, on an ephemeral loopback port, served from its own runtime thread.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use hyperllama_server::{AppState, KeepAlive, Registry, RegistryConfig};
 use hyperllama_store::{ModelName, Overrides, Source, Store};
 
-pub fn model_path() -> PathBuf {
-    if let Ok(p) = std::env::var("HYPERLLAMA_TEST_MODEL") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/hyperllama/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "test model missing: run scripts/fetch-model.sh or set HYPERLLAMA_TEST_MODEL");
-    p
-}
+pub use hyperllama_testutil::model_path;
 
 pub struct TestServer {
     pub base: String,
@@ -33,6 +24,8 @@ pub fn test_config() -> RegistryConfig {
     RegistryConfig {
         ctx_size: Some(2048),
         threads: None,
+        gpu_layers: None,
+        engine_options: Vec::new(),
         parallel: 1,
         max_queue: hyperllama_server::DEFAULT_MAX_QUEUE,
         step_tokens: None,
@@ -89,50 +82,26 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// POSTs JSON; returns status and body parsed as JSON (or `Value::String` of the text).
+/// POSTs JSON to the shared server; returns status and body parsed as JSON (or
+/// `Value::String` of the text).
 pub async fn post(path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let r = client().post(url(path)).json(&body).send().await.expect("request");
-    let status = r.status().as_u16();
-    let text = r.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    hyperllama_testutil::http::post(&server().base, path, body).await
 }
 
 pub async fn post_raw(path: &str, body: &'static str) -> (u16, serde_json::Value) {
-    let r =
-        client().post(url(path)).header("content-type", "application/json").body(body).send().await.expect("request");
-    let status = r.status().as_u16();
-    let text = r.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    hyperllama_testutil::http::post_raw(&server().base, path, body).await
 }
 
 pub async fn get(path: &str) -> (u16, serde_json::Value) {
-    let r = client().get(url(path)).send().await.expect("request");
-    let status = r.status().as_u16();
-    let text = r.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    hyperllama_testutil::http::get(&server().base, path).await
 }
 
 /// POSTs and returns the NDJSON lines.
 pub async fn post_ndjson(path: &str, body: serde_json::Value) -> (u16, String, Vec<serde_json::Value>) {
-    let r = client().post(url(path)).json(&body).send().await.expect("request");
-    let status = r.status().as_u16();
-    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    let text = r.text().await.expect("body");
-    let lines =
-        text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("ndjson line")).collect();
-    (status, ct, lines)
+    hyperllama_testutil::http::post_ndjson(&server().base, path, body).await
 }
 
 /// POSTs and returns the SSE `data:` payloads.
 pub async fn post_sse(path: &str, body: serde_json::Value) -> (u16, String, Vec<String>) {
-    let r = client().post(url(path)).json(&body).send().await.expect("request");
-    let status = r.status().as_u16();
-    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    let text = r.text().await.expect("body");
-    let data = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
-        .map(str::to_string)
-        .collect();
-    (status, ct, data)
+    hyperllama_testutil::http::post_sse(&server().base, path, body).await
 }

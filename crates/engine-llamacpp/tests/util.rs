@@ -1,7 +1,6 @@
 //! Shared helpers for the end-to-end tests with the real SmolLM2 model.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -9,17 +8,7 @@ use hyperllama_core::{FinishReason, GenerateRequest, Prompt, SamplingParams, Tok
 use hyperllama_engine::{Engine, LoadOptions, LoadedModel};
 use hyperllama_engine_llamacpp::LlamaCppEngine;
 
-/// The test model's path: `HYPERLLAMA_TEST_MODEL`, or where `scripts/fetch-model.sh` caches it.
-/// A missing model is a failure with instructions, never a silent skip.
-pub fn model_path() -> PathBuf {
-    if let Ok(p) = std::env::var("HYPERLLAMA_TEST_MODEL") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let p = PathBuf::from(home).join(".cache/hyperllama/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "test model missing: run scripts/fetch-model.sh or set HYPERLLAMA_TEST_MODEL");
-    p
-}
+pub use hyperllama_testutil::model_path;
 
 pub async fn load_with(options: LoadOptions) -> Arc<dyn LoadedModel> {
     LlamaCppEngine::new().load(options).await.expect("the test model loads")
@@ -27,6 +16,11 @@ pub async fn load_with(options: LoadOptions) -> Arc<dyn LoadedModel> {
 
 pub async fn load() -> Arc<dyn LoadedModel> {
     load_with(LoadOptions { path: model_path(), ctx_size: Some(1024), ..LoadOptions::default() }).await
+}
+
+/// `r`, validated as the service does before an engine sees it.
+pub fn valid(r: GenerateRequest) -> hyperllama_core::ValidRequest {
+    r.validate().expect("a valid request")
 }
 
 pub fn greedy(prompt: Prompt, max_tokens: u32) -> GenerateRequest {
@@ -48,15 +42,16 @@ pub struct Output {
 }
 
 pub async fn run(model: &dyn LoadedModel, request: GenerateRequest) -> Output {
-    let mut stream = model.generate(request).await.expect("generation starts");
+    let mut stream = model.generate(request.validate().expect("a valid request")).await.expect("generation starts");
     let (mut text, mut ids) = (String::new(), Vec::new());
     while let Some(ev) = stream.next().await {
         match ev.expect("no engine error") {
-            TokenEvent::Token { id, text: t } => {
+            TokenEvent::Token { id, text: t, .. } => {
                 ids.push(id);
                 text.push_str(&t);
             }
             TokenEvent::Text(t) => text.push_str(&t),
+            TokenEvent::ToolCall(c) => panic!("the engine does not parse tool calls itself: {c:?}"),
             TokenEvent::Done { finish_reason, usage, .. } => return Output { text, ids, finish: finish_reason, usage },
         }
     }
