@@ -56,11 +56,7 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let msg = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str().map(str::to_string)))
-            .unwrap_or(text);
+        let msg = hyperllama_protocol::openai::error_message(&resp.text().await.unwrap_or_default());
         bail!("{msg} (HTTP {})", status.as_u16())
     }
 
@@ -86,21 +82,14 @@ impl Client {
         mut on_line: impl FnMut(Value) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let resp = self.post(path, body).await?;
-        let mut bytes = resp.bytes_stream();
-        let mut buf: Vec<u8> = Vec::new();
-        while let Some(chunk) = bytes.next().await {
-            buf.extend_from_slice(&chunk.context("the server closed the stream")?);
-            while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let v: Value = serde_json::from_slice(&line).context("the server sent a malformed line")?;
-                if let Some(e) = v.get("error").and_then(Value::as_str) {
-                    bail!("{e}");
-                }
-                on_line(v)?;
+        let mut lines = std::pin::pin!(hyperllama_protocol::stream::ndjson_lines(resp.bytes_stream()));
+        while let Some(line) = lines.next().await {
+            let line = line.context("the server closed the stream")?;
+            let v: Value = serde_json::from_slice(&line).context("the server sent a malformed line")?;
+            if let Some(e) = v.get("error").and_then(Value::as_str) {
+                bail!("{e}");
             }
+            on_line(v)?;
         }
         Ok(())
     }

@@ -4,13 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn model() -> PathBuf {
-    if let Ok(p) = std::env::var("HYPERLLAMA_TEST_MODEL") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/hyperllama/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "test model missing: run scripts/fetch-model.sh or set HYPERLLAMA_TEST_MODEL");
-    p
+    hyperllama_testutil::model_path()
 }
 
 fn hyperllama(args: &[&str]) -> Output {

@@ -5,19 +5,20 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 
 fn model() -> PathBuf {
-    if let Ok(p) = std::env::var("HYPERLLAMA_TEST_MODEL") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/hyperllama/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "test model missing: run scripts/fetch-model.sh or set HYPERLLAMA_TEST_MODEL");
-    p
+    hyperllama_testutil::model_path()
 }
 
 struct Server {
     child: Child,
     host: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// The server's model store.
+    fn models(&self) -> PathBuf {
+        self.dir.path().join("models")
+    }
 }
 
 impl Drop for Server {
@@ -40,7 +41,7 @@ fn start() -> Server {
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
     let host = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).expect("address").to_string();
-    Server { child, host, _dir: dir }
+    Server { child, host, dir }
 }
 
 fn cli(server: &Server, args: &[&str]) -> Output {
@@ -102,8 +103,9 @@ fn cli_verbs_through_a_real_server() {
 
     assert!(ok(&s, &["ps"]).contains("smol:latest"));
     ok(&s, &["stop", "smol"]);
-    std::thread::sleep(std::time::Duration::from_millis(600));
-    assert!(!ok(&s, &["ps"]).contains("smol:latest"));
+    hyperllama_testutil::eventually_blocking(std::time::Duration::from_secs(10), "smol to be unloaded", || {
+        !ok(&s, &["ps"]).contains("smol:latest")
+    });
 
     ok(&s, &["cp", "smol", "smol2"]);
     assert!(ok(&s, &["list"]).contains("smol2:latest"));
@@ -130,6 +132,44 @@ fn cli_verbs_through_a_real_server() {
     let params = ok(&s, &["show", "pirate", "--parameters"]);
     assert!(params.contains("num_predict") && params.contains("temperature"), "{params}");
     assert_eq!(ok(&s, &["show", "pirate", "--system"]).trim(), "You are a pirate.");
+
+    // In process, a store name resolves as the server resolves it, with its Modelfile
+    // (SYSTEM, PARAMETERs): the same answer as through the server.
+    let via_server = ok(&s, &["generate", "pirate", "Who are you?", "--host", &s.host]);
+    let out = Command::new(env!("CARGO_BIN_EXE_hyperllama"))
+        .args(["generate", "pirate", "Who are you?"])
+        .env("HYPERLLAMA_MODELS", s.models())
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), via_server);
+}
+
+#[test]
+fn print_config_into_a_closed_pipe_exits_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hyperllama"))
+        .args(["serve", "--print-config"])
+        .env("OLLAMA_NUM_PARALLEL", "7")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    // Close the pipe before the table is written (what `| head -1` does to the rest of it):
+    // every write then fails with EPIPE.
+    drop(child.stdout.take().expect("stdout"));
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+    // And in full, the Ollama variable is used and named as the source.
+    let full = Command::new(env!("CARGO_BIN_EXE_hyperllama"))
+        .args(["serve", "--print-config"])
+        .env("OLLAMA_NUM_PARALLEL", "7")
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&full.stdout);
+    let line = text.lines().find(|l| l.starts_with("parallel ")).expect("a parallel line");
+    assert!(line.contains(" 7 ") && line.contains("env OLLAMA_NUM_PARALLEL"), "{line}");
 }
 
 #[test]

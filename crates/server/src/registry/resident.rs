@@ -237,21 +237,21 @@ impl Residents {
             }
             true
         });
+        // The same model with other options: replaced when idle (one copy per model, as in
+        // Ollama), kept serving its streams when busy.
+        list.retain(|i| {
+            let stale = i.key == plan.key && !i.serves(plan) && !i.busy() && i.ready().is_some();
+            if stale {
+                tracing::info!(model = %i.key, "unloading the loaded copy: the request asks for other load options");
+                evict.push(i.clone());
+            }
+            !stale
+        });
         if let Some(i) = list.iter().find(|i| i.serves(plan)) {
             i.users.fetch_add(1, Ordering::AcqRel);
             i.touch(plan.keep_alive);
             return Step::Use(i.clone(), evict);
         }
-        // The same model with other options (or an unhealthy copy): replaced when idle,
-        // kept serving its streams when busy.
-        list.retain(|i| {
-            let variant = i.key == plan.key && !i.busy() && !matches!(&*i.state.borrow(), LoadState::Loading);
-            if variant {
-                tracing::info!(model = %i.key, "unloading the loaded copy: the request asks for other load options");
-                evict.push(i.clone());
-            }
-            !variant
-        });
         // Room for one more: the least recently used idle models go first.
         while list.len() >= self.max_loaded {
             let lru = list

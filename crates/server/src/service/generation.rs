@@ -110,7 +110,6 @@ impl Generation {
         let mut called: Vec<ToolCall> = Vec::new();
         let pieces = stream
             .map(move |event| -> Vec<Result<Piece, ApiError>> {
-                // `acquired` lives as long as the stream: the model stays loaded while it streams.
                 let load_duration = acquired.load_duration;
                 if let Ok(TokenEvent::Token { .. }) = &event {
                     observer.token();
@@ -181,7 +180,16 @@ impl Generation {
             }
         })
         .filter_map(futures::future::ready);
-        pieces.chain(tail).boxed()
+        // `acquired` lives as long as the stream: the model counts as busy (never unloaded)
+        // while it streams. (Captured whole: a closure that only read a field of it would
+        // capture just that field, and the model would count as idle.)
+        pieces
+            .chain(tail)
+            .map(move |piece| {
+                let _busy = &acquired;
+                piece
+            })
+            .boxed()
     }
 
     /// Runs to the end; returns all text, the log-probabilities and the final stats.
