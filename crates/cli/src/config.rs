@@ -332,7 +332,12 @@ fn layer(args: &ServeArgs, m: &ArgMatches, source: ValueSource) -> anyhow::Resul
     Ok(keys_of(args)?.into_iter().filter(|(k, _)| m.value_source(k) == Some(source)).collect())
 }
 
-/// The `OLLAMA_*` variables that are set, parsed as the flags they stand for.
+/// A layer's keys, and for each setting found in it, what to report as its source.
+type Layer = (Map<String, Value>, Box<dyn Fn(&str) -> Source>);
+
+/// The `OLLAMA_*` variables that are set, parsed as the flags they stand for, and which
+/// variable each setting came from.
+#[allow(clippy::type_complexity)]
 fn ollama_layer() -> anyhow::Result<(Map<String, Value>, Vec<(String, String)>)> {
     let mut argv = vec!["serve".to_string()];
     let mut used = Vec::new();
@@ -377,7 +382,7 @@ impl ServeArgs {
                 .map(|e| e.to_string_lossy().into_owned())
                 .unwrap_or_default()
         };
-        let layers: Vec<(Map<String, Value>, Box<dyn Fn(&str) -> Source>)> = vec![
+        let layers: Vec<Layer> = vec![
             (layer(self, matches, ValueSource::CommandLine)?, Box::new(|_| Source::Flag)),
             (layer(self, matches, ValueSource::EnvVariable)?, Box::new(move |id| Source::Env(env_name(id)))),
             (

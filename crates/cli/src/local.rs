@@ -20,6 +20,11 @@ pub fn registry(args: &ModelArgs) -> anyhow::Result<Arc<Registry>> {
         hyperllama_store::Store::open(&dir).with_context(|| format!("opening the model store {}", dir.display()))?;
     let engines =
         hyperllama_server::Engines::new(crate::engines::available(&args.remote())).prefer(args.engine.clone());
+    if let Some(id) = &args.engine {
+        if engines.get(id).is_none() {
+            anyhow::bail!("unknown engine {id:?}; this build has: {}", engines.ids().join(", "));
+        }
+    }
     let config = RegistryConfig {
         ctx_size: args.ctx_size,
         threads: args.threads,

@@ -120,10 +120,14 @@ async fn shutdown_through_the_engine_trait_stops_the_sidecar() {
 #[tokio::test]
 async fn the_max_memory_estimate_is_for_float32() {
     let model = hyperllama_testutil::model_path();
-    let options = LoadOptions { path: model.clone(), ctx_size: Some(1024), parallel: Some(2), ..LoadOptions::default() };
+    let options =
+        LoadOptions { path: model.clone(), ctx_size: Some(1024), parallel: Some(2), ..LoadOptions::default() };
     let max = MaxEngine::new(config()).estimate_memory(&options).await.expect("estimate").expect("local");
-    let llama =
-        hyperllama_engine_llamacpp::LlamaCppEngine::new().estimate_memory(&options).await.expect("estimate").expect("local");
+    let llama = hyperllama_engine_llamacpp::LlamaCppEngine::new()
+        .estimate_memory(&options)
+        .await
+        .expect("estimate")
+        .expect("local");
     let params = hyperllama_gguf::GgufFile::open(&model).expect("gguf").parameter_count();
     assert_eq!(max.weights, params * 4);
     assert!(max.weights > 4 * llama.weights, "float32 {} vs Q4_1 {}", max.weights, llama.weights);

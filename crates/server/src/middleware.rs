@@ -80,11 +80,10 @@ pub async fn handle<D: Dialect>(State(state): State<AppState>, mut req: Request,
     let id = request_id(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .or_else(|| req.extensions().get::<axum::extract::connect_info::MockConnectInfo<SocketAddr>>().map(|m| m.0));
+    let peer =
+        req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0).or_else(|| {
+            req.extensions().get::<axum::extract::connect_info::MockConnectInfo<SocketAddr>>().map(|m| m.0)
+        });
     let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path);
     async move {
         let started = Instant::now();

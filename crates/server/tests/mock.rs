@@ -51,7 +51,11 @@ impl Harness {
 
     pub fn create(&self, name: &str, overrides: Overrides) {
         self.store
-            .create(&ModelName::parse(name).expect("name"), Source::Model(ModelName::parse("fake").expect("n")), overrides)
+            .create(
+                &ModelName::parse(name).expect("name"),
+                Source::Model(ModelName::parse("fake").expect("n")),
+                overrides,
+            )
             .expect("create");
     }
 
@@ -124,7 +128,8 @@ fn golden(name: &str, actual: &str) {
         std::fs::write(&path, &actual).expect("bless");
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} missing: run with HYPERLLAMA_BLESS=1", path.display()));
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} missing: run with HYPERLLAMA_BLESS=1", path.display()));
     assert_eq!(actual, expected, "transcript {name} changed (HYPERLLAMA_BLESS=1 to accept)");
 }
 
@@ -135,11 +140,16 @@ fn answer(text: &str) -> Script {
 #[tokio::test]
 async fn golden_transcripts_of_every_stream() {
     let h = Harness::new(answer("Paris is the capital."));
-    let (s, t) = h.call("POST", "/api/generate", Some(json!({ "model": "fake", "prompt": "Capital of France?" }))).await;
+    let (s, t) =
+        h.call("POST", "/api/generate", Some(json!({ "model": "fake", "prompt": "Capital of France?" }))).await;
     assert_eq!(s, 200);
     golden("ollama_generate.ndjson", &t);
     let (s, t) = h
-        .call("POST", "/api/chat", Some(json!({ "model": "fake", "messages": [{ "role": "user", "content": "Capital?" }] })))
+        .call(
+            "POST",
+            "/api/chat",
+            Some(json!({ "model": "fake", "messages": [{ "role": "user", "content": "Capital?" }] })),
+        )
         .await;
     assert_eq!(s, 200);
     golden("ollama_chat.ndjson", &t);
@@ -154,12 +164,19 @@ async fn golden_transcripts_of_every_stream() {
     assert_eq!(s, 200);
     golden("openai_chat.sse", &t);
     let (s, t) = h
-        .call("POST", "/v1/completions", Some(json!({ "model": "fake", "stream": true, "prompt": "Capital?", "max_tokens": 3 })))
+        .call(
+            "POST",
+            "/v1/completions",
+            Some(json!({ "model": "fake", "stream": true, "prompt": "Capital?", "max_tokens": 3 })),
+        )
         .await;
     assert_eq!(s, 200);
     golden("openai_completions.sse", &t);
-    let tools = json!([{ "type": "function", "function": { "name": "get_weather", "parameters": { "type": "object" } } }]);
-    let h = Harness::new(answer("<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}</tool_call>"));
+    let tools =
+        json!([{ "type": "function", "function": { "name": "get_weather", "parameters": { "type": "object" } } }]);
+    let h = Harness::new(answer(
+        "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}</tool_call>",
+    ));
     let (s, t) = h
         .call(
             "POST",
@@ -183,14 +200,44 @@ async fn every_dialect_answers_bad_input_in_its_own_shape() {
         ("/api/generate", json!({ "model": "fake", "prompt": "x", "keep_alive": "soon" }), 400, "keep_alive"),
         ("/api/generate", json!({ "model": "fake", "prompt": "x", "format": 7 }), 400, "format"),
         ("/api/chat", json!({ "model": "fake", "messages": [{ "role": "wizard", "content": "x" }] }), 400, "role"),
-        ("/api/chat", json!({ "model": "../../etc", "messages": [{ "role": "user", "content": "x" }] }), 400, "invalid model name"),
+        (
+            "/api/chat",
+            json!({ "model": "../../etc", "messages": [{ "role": "user", "content": "x" }] }),
+            400,
+            "invalid model name",
+        ),
         ("/api/embed", json!({ "model": "fake", "input": [] }), 400, "input"),
         ("/v1/chat/completions", json!({ "model": "fake", "messages": [] }), 400, "messages"),
-        ("/v1/chat/completions", json!({ "model": "nope", "messages": [{ "role": "user", "content": "x" }] }), 404, "not found"),
-        ("/v1/chat/completions", json!({ "model": "fake", "n": 2, "messages": [{ "role": "user", "content": "x" }] }), 400, "`n`"),
-        ("/v1/chat/completions", json!({ "model": "fake", "max_tokens": 0, "messages": [{ "role": "user", "content": "x" }] }), 400, "max_tokens"),
-        ("/v1/chat/completions", json!({ "model": "fake", "temperature": -1, "messages": [{ "role": "user", "content": "x" }] }), 400, "temperature"),
-        ("/v1/chat/completions", json!({ "model": "fake", "tool_choice": { "function": { "name": "f" } }, "messages": [{ "role": "user", "content": "x" }] }), 400, "tool_choice"),
+        (
+            "/v1/chat/completions",
+            json!({ "model": "nope", "messages": [{ "role": "user", "content": "x" }] }),
+            404,
+            "not found",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({ "model": "fake", "n": 2, "messages": [{ "role": "user", "content": "x" }] }),
+            400,
+            "`n`",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({ "model": "fake", "max_tokens": 0, "messages": [{ "role": "user", "content": "x" }] }),
+            400,
+            "max_tokens",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({ "model": "fake", "temperature": -1, "messages": [{ "role": "user", "content": "x" }] }),
+            400,
+            "temperature",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({ "model": "fake", "tool_choice": { "function": { "name": "f" } }, "messages": [{ "role": "user", "content": "x" }] }),
+            400,
+            "tool_choice",
+        ),
         ("/v1/completions", json!({ "model": "fake", "prompt": "" }), 400, "prompt"),
         ("/v1/embeddings", json!({ "model": "fake", "input": "x", "encoding_format": "hex" }), 400, "encoding_format"),
     ];
@@ -219,10 +266,18 @@ async fn a_modelfile_system_prompt_applies_in_every_dialect() {
     let h = Harness::new(Script { per_token: Duration::ZERO, ..Script::default() });
     h.create("sys", Overrides { system: Some("Answer like a pirate.".into()), ..Overrides::default() });
     let (_, ollama) = h
-        .json("POST", "/api/chat", Some(json!({ "model": "sys", "stream": false, "messages": [{ "role": "user", "content": "Hi" }] })))
+        .json(
+            "POST",
+            "/api/chat",
+            Some(json!({ "model": "sys", "stream": false, "messages": [{ "role": "user", "content": "Hi" }] })),
+        )
         .await;
     let (_, openai) = h
-        .json("POST", "/v1/chat/completions", Some(json!({ "model": "sys", "messages": [{ "role": "user", "content": "Hi" }] })))
+        .json(
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({ "model": "sys", "messages": [{ "role": "user", "content": "Hi" }] })),
+        )
         .await;
     let a = ollama["message"]["content"].as_str().expect("ollama answer");
     let b = openai["choices"][0]["message"]["content"].as_str().expect("openai answer");
@@ -232,7 +287,11 @@ async fn a_modelfile_system_prompt_applies_in_every_dialect() {
     // A TEMPLATE applies to chats through /v1 too.
     h.create("tmpl", Overrides { template: Some("<<{{ .Prompt }}>>{{ .Response }}".into()), ..Overrides::default() });
     let (_, v) = h
-        .json("POST", "/v1/chat/completions", Some(json!({ "model": "tmpl", "messages": [{ "role": "user", "content": "Hi" }] })))
+        .json(
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({ "model": "tmpl", "messages": [{ "role": "user", "content": "Hi" }] })),
+        )
         .await;
     assert_eq!(v["choices"][0]["message"]["content"], "<<Hi>> ", "{v}");
 }
@@ -255,7 +314,11 @@ async fn a_request_with_other_load_options_never_breaks_a_running_stream() {
     })
     .await;
     let (s, v) = h
-        .json("POST", "/api/generate", Some(json!({ "model": "fake", "prompt": "short", "stream": false, "options": { "num_ctx": 1024 } })))
+        .json(
+            "POST",
+            "/api/generate",
+            Some(json!({ "model": "fake", "prompt": "short", "stream": false, "options": { "num_ctx": 1024 } })),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     assert!(!first.is_finished(), "the second request was served beside the first, which still streams");
@@ -267,7 +330,11 @@ async fn a_request_with_other_load_options_never_breaks_a_running_stream() {
     assert_eq!(h.engine.calls().loads.load(Ordering::Relaxed), 2, "two variants, loaded side by side");
     // Once idle, the old variant goes when the next request for the new options comes.
     let (s, _) = h
-        .json("POST", "/api/generate", Some(json!({ "model": "fake", "prompt": "again", "stream": false, "options": { "num_ctx": 1024 } })))
+        .json(
+            "POST",
+            "/api/generate",
+            Some(json!({ "model": "fake", "prompt": "again", "stream": false, "options": { "num_ctx": 1024 } })),
+        )
         .await;
     assert_eq!(s, 200);
     let ctxs: Vec<u32> = h.registry.running().iter().map(|r| r.context_length).collect();
@@ -286,10 +353,20 @@ async fn a_slow_load_stalls_nothing_else() {
     let probe = Store::open(dir.path().join("models")).expect("store");
     let slow_file = dir.path().join("slow.gguf");
     std::fs::write(&slow_file, "GGUF not really: slow").expect("write");
-    let slow_hex = probe.write_blob(std::fs::File::open(&slow_file).expect("open"), None).expect("blob").hex().to_string();
-    let h = Harness::new(Script { load_gate: Some((slow_hex.clone(), gate.clone())), per_token: Duration::ZERO, ..Script::default() });
+    let slow_hex =
+        probe.write_blob(std::fs::File::open(&slow_file).expect("open"), None).expect("blob").hex().to_string();
+    let h = Harness::new(Script {
+        load_gate: Some((slow_hex.clone(), gate.clone())),
+        per_token: Duration::ZERO,
+        ..Script::default()
+    });
     assert_eq!(blob_hex(&h.store, "slow"), slow_hex, "the same bytes, the same digest");
-    let held = tokio::spawn(send(h.router(), "POST", "/api/generate", Some(json!({ "model": "slow", "prompt": "x", "stream": false }))));
+    let held = tokio::spawn(send(
+        h.router(),
+        "POST",
+        "/api/generate",
+        Some(json!({ "model": "slow", "prompt": "x", "stream": false })),
+    ));
     hyperllama_testutil::eventually(Duration::from_secs(5), "the slow load to start", || {
         let loads = h.registry.residents().loads();
         async move { loads >= 1 }
@@ -312,11 +389,24 @@ async fn a_slow_load_stalls_nothing_else() {
     assert_eq!(ps["models"].as_array().map(Vec::len), Some(1), "only the loaded model is listed: {ps}");
     assert!(!held.is_finished(), "the slow load is still held");
     // A second request for the held model waits for the same load (one load, not two).
-    let second = tokio::spawn(send(h.router(), "POST", "/api/generate", Some(json!({ "model": "slow", "prompt": "y", "stream": false }))));
+    let second = tokio::spawn(send(
+        h.router(),
+        "POST",
+        "/api/generate",
+        Some(json!({ "model": "slow", "prompt": "y", "stream": false })),
+    ));
     gate.add_permits(1);
     assert_eq!(held.await.expect("join").0, 200);
     assert_eq!(second.await.expect("join").0, 200);
-    let slow_loads = h.engine.calls().load_options.lock().expect("lock").iter().filter(|o| o.path.display().to_string().contains(&slow_hex)).count();
+    let slow_loads = h
+        .engine
+        .calls()
+        .load_options
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|o| o.path.display().to_string().contains(&slow_hex))
+        .count();
     assert_eq!(slow_loads, 1, "waiters share the one load");
 }
 
@@ -336,11 +426,17 @@ async fn creating_from_a_server_path_is_for_local_users_or_an_explicit_flag() {
     let (s, v) = send(h.router().layer(loopback), "POST", "/api/create", Some(body.clone())).await;
     assert_eq!(s, 200, "this machine's own user: {v}");
     // With keys on, loopback alone is not enough; the operator's flag is.
-    let keyed = AppState { auth: Arc::new(hyperllama_server::auth::Auth::new(vec![hyperllama_server::auth::KeySpec {
-        name: "k".into(),
-        key: "0123456789abcdef0123".into(),
-        limits: Default::default(),
-    }]).expect("keys")), ..h.state.clone() };
+    let keyed = AppState {
+        auth: Arc::new(
+            hyperllama_server::auth::Auth::new(vec![hyperllama_server::auth::KeySpec {
+                name: "k".into(),
+                key: "0123456789abcdef0123".into(),
+                limits: Default::default(),
+            }])
+            .expect("keys"),
+        ),
+        ..h.state.clone()
+    };
     let req = |router: Router| async move {
         let r = Request::builder()
             .method("POST")
@@ -353,7 +449,10 @@ async fn creating_from_a_server_path_is_for_local_users_or_an_explicit_flag() {
     };
     assert_eq!(req(hyperllama_server::router(keyed.clone()).layer(loopback)).await, 403);
     let allowed = AppState {
-        http: Arc::new(hyperllama_server::HttpOptions { allow_local_paths: true, ..hyperllama_server::HttpOptions::default() }),
+        http: Arc::new(hyperllama_server::HttpOptions {
+            allow_local_paths: true,
+            ..hyperllama_server::HttpOptions::default()
+        }),
         ..keyed
     };
     assert_eq!(req(hyperllama_server::router(allowed).layer(remote)).await, 200);

@@ -91,7 +91,7 @@ async fn a_key_over_its_request_rate_gets_429_with_retry_after() {
     let r = client().get(url("/v1/models")).bearer_auth(RPM_KEY).send().await.expect("request");
     assert_eq!(r.status(), 429);
     let wait: f64 = r.headers()["retry-after"].to_str().unwrap_or_default().parse().expect("seconds");
-    assert!(wait >= 1.0 && wait <= 30.0, "{wait}");
+    assert!((1.0..=30.0).contains(&wait), "{wait}");
     assert!(r.headers().contains_key("x-ratelimit-reset-requests"));
     let b = body(r).await;
     assert_eq!(b["error"]["code"], "rate_limit_exceeded", "{b}");

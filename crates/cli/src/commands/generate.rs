@@ -98,7 +98,6 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
         num_ctx: args.model.ctx_size.map(i64::from),
         num_thread: args.model.threads.map(i64::from),
         num_gpu: args.model.gpu_layers.map(i64::from),
-        engine: args.model.engine.clone(),
         ..args.sampling.knobs()
     };
     let result = in_process(&args, &service, req).await;

@@ -83,9 +83,9 @@ pub struct Registry {
     engines: Engines,
     residents: Arc<Residents>,
     config: RegistryConfig,
-    /// The store's engine measurements, read again when the file changes (by the reaper, on
-    /// the blocking pool; never on a request's path).
-    measured: std::sync::Mutex<(Option<std::time::SystemTime>, Arc<Measurements>)>,
+    /// The store's engine measurements, read again when the file changes (checked with each
+    /// resolution, on the blocking pool).
+    measured: Arc<MeasurementsCache>,
 }
 
 impl Registry {
@@ -105,7 +105,7 @@ impl Registry {
             config,
             measured: Default::default(),
         };
-        registry.refresh_measurements();
+        refresh_measurements(registry.store(), &registry.measured);
         registry
     }
 
@@ -150,9 +150,17 @@ impl Registry {
         &self.config.hub
     }
 
-    /// The model `name` names (once per request).
+    /// The model `name` names (once per request), on the blocking pool, where the engine
+    /// measurements are checked for changes too.
     pub async fn resolve(&self, name: &str) -> Result<Resolved, ApiError> {
-        self.resolver.resolve(name).await
+        let resolver = self.resolver.clone();
+        let measured = self.measured.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            refresh_measurements(resolver.store(), &measured);
+            resolver.resolve_blocking(&name)
+        })
+        .await?
     }
 
     /// The GGUF facts of a local model (read once per blob).
@@ -250,32 +258,9 @@ impl Registry {
         self.residents.running()
     }
 
-    /// Unloads expired models; reads the engine measurements again when they change.
-    pub fn spawn_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let reaper = self.residents.clone().spawn_reaper();
-        let this = self.clone();
-        tokio::spawn(async move {
-            let _abort_with_me = AbortOnDrop(reaper);
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-            loop {
-                tick.tick().await;
-                let r = this.clone();
-                let _ = tokio::task::spawn_blocking(move || r.refresh_measurements()).await;
-            }
-        })
-    }
-
-    /// Reads the store's engine measurements again if the file changed. Blocking (a `stat`).
-    pub fn refresh_measurements(&self) {
-        let store = self.store();
-        let modified = store.measurements_modified();
-        let stale = self.measured.lock().map(|c| c.0 != modified).unwrap_or(false);
-        if stale {
-            let fresh = Arc::new(store.measurements());
-            if let Ok(mut cache) = self.measured.lock() {
-                *cache = (modified, fresh);
-            }
-        }
+    /// Unloads idle models whose keep-alive ran out.
+    pub fn spawn_reaper(&self) -> tokio::task::JoinHandle<()> {
+        self.residents.clone().spawn_reaper()
     }
 
     /// Engine speeds recorded by `bench --record`, by weights digest.
@@ -284,11 +269,16 @@ impl Registry {
     }
 }
 
-/// Aborts a task when dropped (the reaper goes when its supervisor task is aborted).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+type MeasurementsCache = std::sync::Mutex<(Option<std::time::SystemTime>, Arc<Measurements>)>;
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+/// Reads the store's engine measurements again if the file changed. Blocking (a `stat`).
+fn refresh_measurements(store: &Store, cache: &MeasurementsCache) {
+    let modified = store.measurements_modified();
+    let stale = cache.lock().map(|c| c.0 != modified).unwrap_or(false);
+    if stale {
+        let fresh = Arc::new(store.measurements());
+        if let Ok(mut c) = cache.lock() {
+            *c = (modified, fresh);
+        }
     }
 }
