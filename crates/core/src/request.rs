@@ -45,6 +45,9 @@ pub struct GenerateRequest {
     /// Log-probabilities to report with each token: `None` for none, `Some(n)` for the sampled
     /// token's and the `n` most likely alternatives' (0..=20).
     pub logprobs: Option<u8>,
+    /// Whether an engine may decode speculatively (drafts verified by the model: the output is
+    /// the same either way). A per-request opt-out.
+    pub speculate: bool,
 }
 
 /// The most alternatives a request may ask log-probabilities for (OpenAI's limit).
@@ -83,6 +86,7 @@ impl GenerateRequest {
             format: None,
             tools: Vec::new(),
             logprobs: None,
+            speculate: true,
         }
     }
 

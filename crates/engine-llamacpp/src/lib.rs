@@ -11,9 +11,12 @@
 //! truncated or unsupported-architecture file gets a precise error instead of a null pointer.
 
 mod archs;
+pub mod cache;
+mod embed;
 mod grammar;
 mod model;
 mod sampler;
+pub mod sched;
 mod worker;
 
 use std::sync::{Arc, OnceLock};

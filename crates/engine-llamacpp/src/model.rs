@@ -21,13 +21,78 @@ use llama_cpp_2::token::LlamaToken;
 use crate::worker::{self, Command, Job, SchedulerConfig};
 
 use crate::DEFAULT_CTX;
-/// Tokens per batched decode step (decode tokens of every sequence + prompt chunks).
-const DEFAULT_STEP_TOKENS: u32 = 512;
+/// The most tokens one step holds (llama-server's default batch): a whole prompt chunk when
+/// no lane decodes.
+const MAX_STEP_TOKENS: u32 = 2048;
+
+/// The engine's own settings (`LoadOptions::extra`, from `serve`'s flags).
+struct Tuning {
+    /// A fixed prompt budget per step (`--step-tokens`); `None`: adaptive.
+    step_tokens: Option<u32>,
+    target_step_ms: f64,
+    speculative: bool,
+    /// Threads for one-token steps (`n_threads`), when not all of them.
+    decode_threads: Option<i32>,
+    cache_ram_bytes: usize,
+    cache_dir: Option<std::path::PathBuf>,
+    cache_disk_bytes: u64,
+}
+
+impl Tuning {
+    fn from_options(o: &LoadOptions) -> Result<Self, EngineError> {
+        let num = |key: &str| -> Result<Option<u64>, EngineError> {
+            o.extra(key)
+                .map(|v| v.trim().parse::<u64>().map_err(|_| EngineError::Load(format!("{key}={v:?} is not a number"))))
+                .transpose()
+        };
+        let speculative = match o.extra("speculative") {
+            None | Some("ngram") | Some("on") => true,
+            Some("off") => false,
+            Some(other) => return Err(EngineError::Load(format!("speculative={other:?}: use ngram or off"))),
+        };
+        // Default: an eighth of the RAM available now, at most 8 GiB.
+        let default_ram = (hyperllama_hw::available_memory() / 8).min(8 << 30);
+        Ok(Self {
+            step_tokens: o.step_tokens,
+            target_step_ms: num("step_target_ms")?.map(|v| v as f64).unwrap_or(DEFAULT_TARGET_STEP_MS),
+            speculative,
+            decode_threads: num("decode_threads")?.map(|v| v.max(1) as i32),
+            cache_ram_bytes: num("cache_ram_mib")?.map(|m| (m as usize) << 20).unwrap_or(default_ram as usize),
+            cache_dir: o.extra("cache_dir").filter(|d| !d.is_empty()).map(std::path::PathBuf::from),
+            cache_disk_bytes: num("cache_disk_mib")?.map(|m| m << 20).unwrap_or(8 << 30),
+        })
+    }
+}
+
+/// The step time the adaptive prompt budget aims at while lanes decode.
+const DEFAULT_TARGET_STEP_MS: f64 = 80.0;
+
+/// The disk tier's directory name for a model: its store digest (`sha256-<hex>` blobs), else
+/// a digest of its path, size and modification time.
+fn cache_key(path: &Path) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if let Some(hex) = name.strip_prefix("sha256-").filter(|h| h.len() == 64) {
+        return hex.to_string();
+    }
+    use sha2::Digest as _;
+    let meta = std::fs::metadata(path).ok();
+    let stamp = format!(
+        "{}\0{}\0{:?}",
+        path.display(),
+        meta.as_ref().map(|m| m.len()).unwrap_or(0),
+        meta.and_then(|m| m.modified().ok())
+    );
+    sha2::Sha256::digest(stamp.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
 
 /// A GGUF model loaded into llama.cpp, served by its own compute thread.
 pub struct LlamaCppModel {
     text: Arc<TextSide>,
     info: ModelInfo,
+    backend: &'static LlamaBackend,
+    threads: i32,
+    /// The embedding thread, started on the first embedding request.
+    embed: Mutex<Option<mpsc::Sender<crate::embed::EmbedJob>>>,
     jobs: Mutex<Option<mpsc::Sender<Command>>>,
     /// Requests accepted and not yet done; with `admit_limit`, the admission bound.
     in_flight: Arc<AtomicU32>,
@@ -109,26 +174,51 @@ impl LlamaCppModel {
         // Every sequence may use the whole `ctx_size` (as in Ollama, unlike llama-server's
         // `-c` divided by `-np`): the KV cache holds ctx_size x parallel cells.
         let parallel = options.parallel.unwrap_or(1).clamp(1, 256);
-        let step_tokens = options.step_tokens.unwrap_or(DEFAULT_STEP_TOKENS).max(parallel + 16);
         let pool = ctx_size.checked_mul(parallel).ok_or_else(|| {
             EngineError::Load(format!("a context of {ctx_size} tokens x {parallel} sequences is too large"))
         })?;
+        let tuning = Tuning::from_options(&options)?;
+        // A step holds at most n_batch tokens: the whole batch when no lane decodes.
+        let n_batch = tuning.step_tokens.unwrap_or(MAX_STEP_TOKENS).max(parallel * 8 + 16).max(64);
+        let n_ubatch = 512.min(n_batch);
         // One KV stream per sequence (not one unified pool): attention and the KQ mask then
         // cover only a sequence's own cells. Measured here with 8 sequences, a unified pool
         // made single-stream decode ~12% and 8-stream decode ~15% slower, since every idle
-        // slot's cached prefix widens the cells each token attends over (docs/PERFORMANCE.md).
+        // lane's cached prefix widens the cells each token attends over (docs/PERFORMANCE.md).
         let ctx_params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(pool))
-            .with_n_batch(step_tokens)
-            .with_n_ubatch(512.min(step_tokens))
+            .with_n_batch(n_batch)
+            .with_n_ubatch(n_ubatch)
             .with_n_seq_max(parallel)
             .with_kv_unified(false)
-            .with_n_threads(threads)
+            .with_n_threads(tuning.decode_threads.unwrap_or(threads))
             .with_n_threads_batch(threads);
         let config = SchedulerConfig {
             parallel: parallel as usize,
             ctx_per_seq: ctx_size as usize,
-            step_tokens: step_tokens as usize,
+            max_step_tokens: n_batch as usize,
+            n_ubatch: n_ubatch as usize,
+            fixed_step_tokens: tuning.step_tokens.map(|t| t as usize),
+            target_step_ms: tuning.target_step_ms,
+            speculative: tuning.speculative,
+        };
+        // Models whose KV cannot be restored by prefix (sliding-window attention, recurrent
+        // state) keep only what each lane holds.
+        let prefix_restorable = !model.is_recurrent()
+            && !model.is_hybrid()
+            && gguf.arch_u64("attention.sliding_window").is_none_or(|w| w == 0);
+        let cache = if prefix_restorable {
+            let disk = tuning.cache_dir.as_ref().and_then(|dir| {
+                let key = cache_key(path);
+                crate::cache::disk::DiskTier::open(dir, &key, tuning.cache_disk_bytes)
+                    .map_err(
+                        |e| tracing::warn!(dir = %dir.display(), error = %e, "the prompt cache's disk tier is off"),
+                    )
+                    .ok()
+            });
+            crate::cache::PromptCache::new(tuning.cache_ram_bytes, parallel, disk)
+        } else {
+            crate::cache::PromptCache::new(0, parallel, None)
         };
 
         let template = match gguf.chat_template() {
@@ -163,7 +253,18 @@ impl LlamaCppModel {
         let thread_stats = stats.clone();
         let worker = std::thread::Builder::new()
             .name(format!("llamacpp-{}", short_name(path)))
-            .spawn(move || worker::run(backend, &thread_model, ctx_params, config, jobs_rx, ready_tx, thread_stats))
+            .spawn(move || {
+                let spec = worker::WorkerSpec {
+                    backend,
+                    params: ctx_params,
+                    config,
+                    cache,
+                    jobs: jobs_rx,
+                    ready: ready_tx,
+                    stats: thread_stats,
+                };
+                worker::run(&thread_model, spec)
+            })
             .map_err(|e| EngineError::Internal(format!("cannot start the compute thread: {e}")))?;
         let mut info = info;
         info.loaded_context = ready_rx
@@ -173,12 +274,27 @@ impl LlamaCppModel {
         Ok(Self {
             text: Arc::new(TextSide { model, template, bos_text, add_bos }),
             info,
+            backend,
+            threads,
+            embed: Mutex::new(None),
             jobs: Mutex::new(Some(jobs_tx)),
             in_flight: Arc::new(AtomicU32::new(0)),
             admit_limit: options.max_queue.map_or(u32::MAX, |q| q.saturating_add(parallel)),
             worker: Mutex::new(Some(worker)),
             stats,
         })
+    }
+
+    /// The embedding thread (started now if it is not running).
+    fn embedder(&self) -> Result<mpsc::Sender<crate::embed::EmbedJob>, EngineError> {
+        let mut e = self.embed.lock().map_err(|_| EngineError::Internal("embedding state poisoned".into()))?;
+        if e.is_none() {
+            if self.jobs.lock().ok().is_none_or(|j| j.is_none()) {
+                return Err(EngineError::Unavailable("the model was unloaded".into()));
+            }
+            *e = Some(crate::embed::spawn(self.backend, self.text.model.clone(), self.threads, &self.info.name)?);
+        }
+        e.clone().ok_or_else(|| EngineError::Internal("no embedding thread".into()))
     }
 
     fn send(&self, command: Command) -> Result<(), EngineError> {
@@ -192,6 +308,10 @@ impl LlamaCppModel {
     }
 
     fn stop_worker(&self) -> Option<JoinHandle<()>> {
+        if let Ok(mut e) = self.embed.lock() {
+            // Dropping the sender ends the embedding thread after its current job.
+            e.take();
+        }
         if let Ok(mut jobs) = self.jobs.lock() {
             if let Some(tx) = jobs.take() {
                 let _ = tx.send(Command::Shutdown);
@@ -274,14 +394,16 @@ impl LoadedModel for LlamaCppModel {
         if inputs.is_empty() {
             return Err(ValidationError::Empty { field: "input" }.into());
         }
-        let limit = self.info.loaded_context.min(worker::EMBED_MAX_TOKENS) as usize;
+        let limit = self.info.loaded_context.min(crate::embed::EMBED_MAX_TOKENS) as usize;
         let text = self.text.clone();
         let batches = tokio::task::spawn_blocking(move || tokenize_inputs(&text, &inputs, limit, truncate))
             .await
             .map_err(|e| EngineError::Internal(format!("tokenizer thread failed: {e}")))??;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(Command::Embed { inputs: batches, reply: tx })?;
-        rx.await.map_err(|_| EngineError::Internal("the compute thread dropped the embedding request".into()))?
+        self.embedder()?
+            .send(crate::embed::EmbedJob { inputs: batches, reply: tx })
+            .map_err(|_| EngineError::Unavailable("the embedding thread stopped".into()))?;
+        rx.await.map_err(|_| EngineError::Internal("the embedding thread dropped the request".into()))?
     }
 
     async fn generate(&self, request: ValidRequest) -> Result<TokenStream, EngineError> {
