@@ -5,5 +5,6 @@ mod util;
 
 mod batching;
 mod build;
+mod cache;
 mod engine;
 mod load_errors;

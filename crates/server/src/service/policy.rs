@@ -29,6 +29,7 @@ pub fn prepare(req: &ServiceRequest, manifest: &Manifest) -> Result<Prepared, Ap
     request.stop.stop = knobs.stop.clone().unwrap_or_default();
     request.stop.ignore_eos = knobs.ignore_eos.unwrap_or(false);
     request.cache_prompt = knobs.cache_prompt.unwrap_or(true);
+    request.speculate = knobs.speculative.unwrap_or(true);
     request.format = req.format.clone();
     request.logprobs = req.logprobs;
     request.tools = match &req.tool_choice {

@@ -37,6 +37,8 @@ pub struct Knobs {
     pub ignore_eos: Option<bool>,
     /// The engine to serve the model with ("llamacpp", "max", ...).
     pub engine: Option<String>,
+    /// `false` opts this request out of speculative decoding (the output is the same either way).
+    pub speculative: Option<bool>,
     /// Keys no knob knows (reported, then ignored, as Ollama does).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_json::Value>,
@@ -66,6 +68,7 @@ impl Knobs {
             cache_prompt: over.cache_prompt.or(self.cache_prompt),
             ignore_eos: over.ignore_eos.or(self.ignore_eos),
             engine: over.engine.or(self.engine),
+            speculative: over.speculative.or(self.speculative),
             unknown: over.unknown,
         }
     }

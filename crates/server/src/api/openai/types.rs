@@ -47,6 +47,7 @@ pub struct SamplingFields {
     pub repeat_penalty: Option<f32>,
     pub ignore_eos: Option<bool>,
     pub cache_prompt: Option<bool>,
+    pub speculative: Option<bool>,
     /// Ollama-style load options (`{"options": {"num_ctx": 8192}}`).
     pub options: Option<LoadOptionsDto>,
 }
@@ -68,6 +69,7 @@ impl SamplingFields {
             frequency_penalty: self.frequency_penalty,
             ignore_eos: self.ignore_eos,
             cache_prompt: self.cache_prompt,
+            speculative: self.speculative,
             num_ctx: load.num_ctx,
             num_thread: load.num_thread,
             num_gpu: load.num_gpu,
