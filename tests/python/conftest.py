@@ -5,6 +5,7 @@ import os
 import pathlib
 import re
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -109,3 +110,28 @@ def ai(server):
     import openai
 
     return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+# A ChatML template that opens a reasoning block at the start of the answer (as DeepSeek-R1's
+# and Qwen3's do), unless the request turns thinking off (Qwen3's `enable_thinking`).
+THINK_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}"
+    "{% else %}{{ '<think>\\n' }}{% endif %}{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def think_model(server):
+    """The test model's weights with a reasoning chat template written into a copy of the GGUF
+    (by the `gguf` package's own metadata rewriter), created in the server as "smol-think"."""
+    out = pathlib.Path(tempfile.mkdtemp(prefix="hyperllama-think-")) / "smol-think.gguf"
+    subprocess.run(
+        [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--chat-template", THINK_TEMPLATE, "--force",
+         str(model_path()), str(out)],
+        check=True, capture_output=True)
+    client = ollama.Client(host=server)
+    digest = client.create_blob(str(out))
+    client.create(model="smol-think", files={"smol-think.gguf": digest})
+    return "smol-think"

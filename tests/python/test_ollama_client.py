@@ -123,3 +123,52 @@ def test_pull_from_the_hub_with_progress(oc):
     assert any(m.model == "hf.co/smol/SmolLM2-GGUF:Q4_1" for m in oc.list().models)
     r = oc.chat(model="hf.co/smol/SmolLM2-GGUF:Q4_1", messages=[{"role": "user", "content": "hi"}], options={"num_predict": 4})
     assert r.done
+
+
+def test_think(oc, think_model):
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    # The template opens the reasoning block; everything before `</think>` is thinking.
+    r = oc.chat(model=think_model, messages=msgs, think=True, options={"temperature": 0, "num_predict": 20})
+    assert r.message.thinking and r.message.thinking.strip()
+    assert "<think>" not in (r.message.content or "") and "</think>" not in r.message.thinking
+    chunks = list(oc.chat(model=think_model, messages=msgs, think=True, stream=True,
+                          options={"temperature": 0, "num_predict": 20}))
+    assert "".join(c.message.thinking or "" for c in chunks) == r.message.thinking
+    # Off: the template is told so (it closes an empty block) and the model answers directly.
+    off = oc.chat(model=think_model, messages=msgs, think=False, options={"temperature": 0, "num_predict": 20})
+    assert not off.message.thinking and off.message.content.strip()
+    g = oc.generate(model=think_model, prompt="What is the capital of France?", think=True,
+                    options={"temperature": 0, "num_predict": 12})
+    assert g.thinking and g.thinking.strip()
+    # A model whose template does not reason refuses `think`, as Ollama does.
+    with pytest.raises(ollama.ResponseError, match="does not support thinking") as e:
+        oc.chat(model="smol", messages=msgs, think=True)
+    assert e.value.status_code == 400
+
+
+def test_logprobs(oc):
+    r = oc.chat(model="smol", messages=[{"role": "user", "content": "What is the capital of France?"}],
+                logprobs=True, top_logprobs=2, options={"temperature": 0, "num_predict": 8})
+    assert len(r.logprobs) == r.eval_count
+    assert "".join(l.token for l in r.logprobs) == r.message.content
+    for l in r.logprobs:
+        assert l.logprob <= 0 and len(l.top_logprobs) == 2 and l.top_logprobs[0].token == l.token
+    g = list(oc.generate(model="smol", prompt="The sky is", logprobs=True, stream=True,
+                         options={"temperature": 0, "num_predict": 5}))
+    assert sum(len(p.logprobs or []) for p in g) == 5
+
+
+def test_truncate_and_clamp(oc):
+    long = [{"role": "user", "content": "tell me more " * 400}, {"role": "assistant", "content": "ok " * 600},
+            {"role": "user", "content": "word " * 900}, {"role": "assistant", "content": "fine"},
+            {"role": "user", "content": "What is the capital of France?"}]
+    with pytest.raises(ollama.ResponseError, match="context") as e:
+        oc.chat(model="smol", messages=long, options={"num_predict": 4})
+    assert e.value.status_code == 400
+    r = oc.chat(model="smol", messages=long, options={"num_predict": 4, "truncate": True, "temperature": 0})
+    # The oldest messages went: the prompt fits the 2048-token context now.
+    assert r.done and 0 < r.prompt_eval_count < 2048
+    # Ollama clamps an output limit past the context instead of refusing it.
+    r = oc.generate(model="smol", prompt="Count to ten.", options={"num_predict": 100000, "num_ctx": 64,
+                                                                    "temperature": 0})
+    assert r.done_reason == "length" and r.prompt_eval_count + r.eval_count <= 64

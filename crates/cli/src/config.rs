@@ -163,6 +163,10 @@ pub struct ServeArgs {
     /// text so far, verified in one decode; default) or "off".
     #[arg(long, env = "HYPERLLAMA_SPECULATIVE")]
     pub speculative: Option<String>,
+    /// Threads for steps that only decode (one token per sequence); prompt steps use
+    /// --threads. Default: --threads (docs/PERFORMANCE.md, "Thread split", measures 1).
+    #[arg(long, env = "HYPERLLAMA_DECODE_THREADS")]
+    pub decode_threads: Option<u32>,
     /// API keys (repeat the flag, or comma-separate them in the variable): requests must send
     /// `Authorization: Bearer <key>` or `x-api-key`. Several keys allow rotation.
     #[arg(long = "api-key", env = "HYPERLLAMA_API_KEYS", value_delimiter = ',', hide_env_values = true)]
@@ -239,6 +243,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("cache_ram", "1/8 of available RAM, at most 8 GiB"),
     ("cache_dir", "$HYPERLLAMA_HOME/cache"),
     ("speculative", "ngram"),
+    ("decode_threads", "--threads"),
     ("api_keys", "none"),
     ("api_keys_file", "none"),
     ("rate_limit_rpm", "unlimited"),
@@ -298,6 +303,7 @@ pub struct Settings {
     pub cache_ram: Option<u64>,
     pub cache_dir: Option<String>,
     pub speculative: Option<String>,
+    pub decode_threads: Option<u32>,
     pub api_keys: Vec<String>,
     pub api_keys_file: Option<PathBuf>,
     pub rate_limit_rpm: Option<u32>,
@@ -451,6 +457,7 @@ impl ServeArgs {
             cache_ram: m.cache_ram,
             cache_dir: m.cache_dir,
             speculative: m.speculative,
+            decode_threads: m.decode_threads,
             api_keys: m.api_keys,
             api_keys_file: m.api_keys_file,
             rate_limit_rpm: m.rate_limit_rpm,

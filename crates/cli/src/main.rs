@@ -35,6 +35,8 @@ enum Command {
     Info(commands::info::InfoArgs),
     /// Generate text from a model in-process, streaming tokens to stdout.
     Generate(commands::generate::GenerateArgs),
+    /// Print a model's tokens for a text (in-process), or just their number with --count.
+    Tokenize(commands::tokenize::TokenizeArgs),
     /// Measure load time, time to first token, prompt and decode speed of a model in-process.
     Bench(commands::bench::BenchArgs),
     /// Start the server: Ollama-compatible /api and OpenAI-compatible /v1 on 127.0.0.1:11434.
@@ -60,6 +62,8 @@ enum Command {
     Stop(commands::models::NamesArgs),
     /// Pull models from the Hugging Face hub (owner/repo[:QUANT]); a local model answers at once.
     Pull(commands::models::NamesArgs),
+    /// Print the OpenAPI document of the server's API (what `GET /openapi.json` serves).
+    Openapi,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -80,6 +84,11 @@ fn main() -> ExitCode {
         Command::Info(a) => runtime().and_then(|rt| rt.block_on(commands::info::run(a))),
         Command::Generate(a) => runtime().and_then(|rt| rt.block_on(commands::generate::run(a))),
         Command::Bench(a) => runtime().and_then(|rt| rt.block_on(commands::bench::run(a))),
+        Command::Openapi => {
+            println!("{}", serde_json::to_string_pretty(&hyperllama_server::openapi::document()).unwrap_or_default());
+            Ok(())
+        }
+        Command::Tokenize(a) => runtime().and_then(|rt| rt.block_on(commands::tokenize::run(a))),
         Command::Serve(a) => {
             let sub = matches.subcommand_matches("serve").cloned().unwrap_or_default();
             runtime().and_then(|rt| rt.block_on(commands::serve::run(a, &sub)))

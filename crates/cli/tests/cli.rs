@@ -164,7 +164,7 @@ fn bad_options_fail_with_one_clear_line() {
     assert_fails_with(&["generate", m, "hi", "--max-tokens", "0"], "max_tokens");
     assert_fails_with(&["generate", m, "hi", "--ctx-size", "0"], "ctx-size");
     let long = "word ".repeat(600);
-    assert_fails_with(&["generate", m, &long, "--raw", "--ctx-size", "256"], "context holds");
+    assert_fails_with(&["generate", m, &long, "--raw", "--ctx-size", "256"], "raise the context");
 }
 
 #[test]

@@ -17,6 +17,8 @@ mod usage;
 pub use error::ValidationError;
 pub use keep_alive::KeepAlive;
 pub use message::{Message, Role, ToolCall, ToolSpec};
-pub use request::{GenerateRequest, OutputFormat, Prompt, StopConditions, ValidRequest, MAX_TOP_LOGPROBS};
+pub use request::{
+    GenerateRequest, OutputFormat, Prompt, Reasoning, StopConditions, ToolRequirement, ValidRequest, MAX_TOP_LOGPROBS,
+};
 pub use sampling::{Penalties, Sampling, SamplingParams};
 pub use usage::{FinishReason, Logprobs, Timings, TokenEvent, TokenLogprob, Usage, UNKNOWN_TOKEN_ID};

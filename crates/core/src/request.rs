@@ -19,6 +19,35 @@ pub enum OutputFormat {
     JsonSchema(serde_json::Value),
 }
 
+/// Whether the model must call one of the offered tools (OpenAI's `tool_choice`). Engines
+/// that decode locally enforce it with a grammar, so the call always parses.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum ToolRequirement {
+    /// The model decides.
+    #[default]
+    Auto,
+    /// Some call must be made.
+    Required,
+    /// This function must be called.
+    Named(String),
+}
+
+/// The model's reasoning ("thinking"): what the request asks of it, and how the model marks it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reasoning {
+    /// Passed to the chat template as `enable_thinking` (Qwen3 and others read it); `None`
+    /// leaves the template's default.
+    pub enabled: Option<bool>,
+    /// Passed to the chat template as `reasoning_effort` ("low", "medium", "high").
+    pub effort: Option<String>,
+    /// At most this many reasoning tokens: then the engine writes `close` itself and the
+    /// answer follows.
+    pub budget: Option<u32>,
+    /// The delimiters the model writes around its reasoning (`<think>`, `</think>`).
+    pub open: String,
+    pub close: String,
+}
+
 /// When to stop generating.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StopConditions {
@@ -48,6 +77,12 @@ pub struct GenerateRequest {
     /// Whether an engine may decode speculatively (drafts verified by the model: the output is
     /// the same either way). A per-request opt-out.
     pub speculate: bool,
+    /// Whether a tool call is required (only with `tools`).
+    pub tool_requirement: ToolRequirement,
+    /// More than one call may be made in one answer.
+    pub parallel_tool_calls: bool,
+    /// The model's reasoning, when it reasons.
+    pub reasoning: Option<Reasoning>,
 }
 
 /// The most alternatives a request may ask log-probabilities for (OpenAI's limit).
@@ -63,9 +98,10 @@ impl ValidRequest {
         self.0
     }
 
-    /// The same request with a raw prompt (an engine that renders the chat itself).
+    /// The same request with its prompt rendered (the tools are in the text now; they stay
+    /// listed for what enforces a required call).
     pub fn with_raw_prompt(self, text: String) -> Self {
-        Self(GenerateRequest { prompt: Prompt::Raw(text), tools: Vec::new(), ..self.0 })
+        Self(GenerateRequest { prompt: Prompt::Raw(text), ..self.0 })
     }
 }
 
@@ -87,6 +123,9 @@ impl GenerateRequest {
             tools: Vec::new(),
             logprobs: None,
             speculate: true,
+            tool_requirement: ToolRequirement::Auto,
+            parallel_tool_calls: true,
+            reasoning: None,
         }
     }
 
@@ -116,6 +155,14 @@ impl GenerateRequest {
         }
         if self.stop.max_tokens == Some(0) {
             return Err(ValidationError::OutOfRange { field: "max_tokens", expected: "at least 1", got: "0".into() });
+        }
+        if let ToolRequirement::Named(name) = &self.tool_requirement {
+            if !self.tools.iter().any(|t| &t.name == name) {
+                return Err(ValidationError::Invalid(format!("tool_choice names {name:?}, which is not in `tools`")));
+            }
+        }
+        if self.tool_requirement != ToolRequirement::Auto && self.tools.is_empty() {
+            return Err(ValidationError::Invalid("a required tool call needs `tools`".into()));
         }
         if let Some(n) = self.logprobs.filter(|n| *n > MAX_TOP_LOGPROBS) {
             return Err(ValidationError::OutOfRange {

@@ -65,7 +65,8 @@ pub enum TokenEvent {
     /// dangling byte) when generation ended for another reason. Append it like a token's text.
     Text(String),
     /// Always the last event of a stream that was not cut short by an error.
-    Done { finish_reason: FinishReason, usage: Usage, timings: Timings },
+    /// `stop_sequence`: the stop string that ended the output, when one did.
+    Done { finish_reason: FinishReason, usage: Usage, timings: Timings, stop_sequence: Option<String> },
 }
 
 /// One token's log-probability, and its text.

@@ -120,8 +120,15 @@ impl TextSide {
     /// Renders, compiles the grammar and tokenizes: everything a request needs before the
     /// compute thread takes it. Blocking (CPU work).
     fn prepare(&self, request: &ValidRequest, ctx_size: u32) -> Result<(Vec<LlamaToken>, Option<String>), EngineError> {
-        let text = hyperllama_engine::render_prompt(self.template.as_ref(), &request.prompt, &request.tools)?;
+        let text = hyperllama_engine::render_request(self.template.as_ref(), request)?;
+        let forced = request.tool_requirement != hyperllama_core::ToolRequirement::Auto && !request.tools.is_empty();
         let grammar = match &request.format {
+            None if forced => {
+                let g = crate::grammar::for_tools(&request.tools, &request.tool_requirement, request.parallel_tool_calls)?;
+                LlamaSampler::grammar(&self.model, &g, "root")
+                    .map_err(|e| ValidationError::Invalid(format!("the tools produced an unusable grammar: {e}")))?;
+                Some(g)
+            }
             Some(format) => {
                 let g = crate::grammar::for_format(format)?;
                 // Compile it here, so a bad grammar is the caller's 400 and not a broken stream.

@@ -119,12 +119,67 @@ struct Active {
     spec_pause_until: u64,
     logprobs: Option<u8>,
     temperature: f32,
+    /// The reasoning budget, when the request set one.
+    think: Option<ThinkBudget>,
     order: u64,
     queued_at: Instant,
     started: Instant,
     first_token_at: Option<Instant>,
     #[cfg(feature = "fault-injection")]
     panic_injected: bool,
+}
+
+/// A request's reasoning budget: the tokens written inside the reasoning block are counted,
+/// and when they reach the budget the closing delimiter is written in the model's place.
+struct ThinkBudget {
+    budget: u32,
+    used: u32,
+    open: String,
+    close: String,
+    /// Inside the block now (the template may open it in the prompt).
+    inside: bool,
+    /// The block was closed (by the model or by the budget): nothing more to count.
+    done: bool,
+    /// The closing tokens still to be written.
+    forced: VecDeque<LlamaToken>,
+    close_tokens: Vec<LlamaToken>,
+    /// The end of the output so far, to see the delimiters in.
+    tail: String,
+}
+
+impl ThinkBudget {
+    /// Follows the text of one more token; whether the budget is spent now.
+    fn observe(&mut self, piece: &str) -> bool {
+        if self.done {
+            return false;
+        }
+        self.tail.push_str(piece);
+        if !self.inside {
+            if self.tail.contains(&self.open) {
+                self.inside = true;
+                self.tail.clear();
+            }
+        } else if self.tail.contains(&self.close) {
+            self.done = true;
+            return false;
+        } else {
+            self.used += 1;
+        }
+        let keep = self.open.len().max(self.close.len()) * 2;
+        if self.tail.len() > keep {
+            let mut cut = self.tail.len() - keep;
+            while !self.tail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.tail.drain(..cut);
+        }
+        if self.inside && self.used >= self.budget && self.forced.is_empty() {
+            self.forced.extend(self.close_tokens.iter().copied());
+            self.done = true;
+            return true;
+        }
+        false
+    }
 }
 
 struct Lane {
@@ -357,7 +412,8 @@ impl Worker<'_> {
             a.draft.clear();
             let room = ctx_per_seq.saturating_sub(lane.resident.len() + 2);
             let left = (a.max_tokens.saturating_sub(a.generated)) as usize;
-            if speculative && a.can_speculate && steps >= a.spec_pause_until && room >= 3 && left > 1 {
+            let forcing = a.think.as_ref().is_some_and(|t| !t.forced.is_empty());
+            if speculative && a.can_speculate && !forcing && steps >= a.spec_pause_until && room >= 3 && left > 1 {
                 let want = 7.min(room).min(left - 1);
                 a.draft = spec::draft(&a.history, want).into_iter().map(LlamaToken).collect();
             }
@@ -578,6 +634,27 @@ impl Worker<'_> {
             Sampling::Random { temperature, .. } => temperature,
             Sampling::Greedy => 1.0,
         };
+        let think = request.reasoning.as_ref().and_then(|r| {
+            let budget = r.budget?;
+            let close_tokens = self.model.vocab().tokenize(format!("{}\n\n", r.close).as_bytes(), false, true);
+            // The template may have opened the block at the end of the prompt.
+            let tail: Vec<u8> = tokens[tokens.len().saturating_sub(4)..]
+                .iter()
+                .flat_map(|&t| self.model.vocab().token_to_piece(t, true, None))
+                .collect();
+            let inside = String::from_utf8_lossy(&tail).trim_end().ends_with(&r.open);
+            Some(ThinkBudget {
+                budget,
+                used: 0,
+                open: r.open.clone(),
+                close: r.close.clone(),
+                inside,
+                done: false,
+                forced: VecDeque::new(),
+                close_tokens,
+                tail: String::new(),
+            })
+        });
         lane.active = Some(Active {
             tx,
             prefilled: common,
@@ -599,6 +676,7 @@ impl Worker<'_> {
             spec_pause_until: 0,
             logprobs: request.logprobs,
             temperature,
+            think,
             order,
             queued_at,
             started: Instant::now(),
@@ -797,6 +875,13 @@ impl Worker<'_> {
         let ctx = &self.ctx;
         let Some(a) = self.lanes[idx].active.as_mut() else { return LlamaToken(0) };
         a.first_token_at.get_or_insert_with(Instant::now);
+        // The reasoning budget is spent: its closing delimiter is written instead.
+        if let Some(forced) = a.think.as_mut().and_then(|t| t.forced.pop_front()) {
+            if let Some(s) = a.sampler.as_mut() {
+                s.accept(forced);
+            }
+            return forced;
+        }
         match a.sampler.as_mut() {
             Some(s) => s.sample(ctx, at),
             None => LlamaToken(argmax(ctx.get_logits_ith(at))),
@@ -829,6 +914,13 @@ impl Worker<'_> {
             let Some(a) = self.lanes[idx].active.as_mut() else { return Flow::Done };
             a.generated += 1;
             a.history.push(token.0);
+            if let Some(t) = a.think.as_mut() {
+                // With special tokens shown: a model's `</think>` may be one.
+                let shown = vocab.token_to_piece(token, true, None);
+                if t.observe(&String::from_utf8_lossy(&shown)) {
+                    tracing::debug!(budget = t.budget, "reasoning budget spent; closing the reasoning");
+                }
+            }
             let step = a.stop.push(&a.decoder.push(&piece));
             if a.tx.send(Ok(TokenEvent::Token { id: token.0 as u32, text: step.emit, logprobs })).is_err() {
                 Outcome::Gone(a.generated)
@@ -923,7 +1015,8 @@ impl Worker<'_> {
             s.requests_finished += 1;
         }
         self.publish_gauges();
-        let _ = a.tx.send(Ok(TokenEvent::Done { finish_reason, usage, timings }));
+        let stop_sequence = if stopped_by_string { a.stop.matched().map(str::to_string) } else { None };
+        let _ = a.tx.send(Ok(TokenEvent::Done { finish_reason, usage, timings, stop_sequence }));
         // The conversation so far goes to the prompt cache, for its next turn.
         self.capture(idx);
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hyperllama_core::{Message, Prompt, TokenEvent};
-use hyperllama_engine::{Engine, LoadOptions, LoadedModel};
+use hyperllama_engine::{Engine, LoadOptions};
 use hyperllama_engine_llamacpp::LlamaCppEngine;
 
 use crate::util::{greedy, load_with, model_path, run, valid};

@@ -322,7 +322,7 @@ impl LoadedModel for MaxModel {
 
     async fn generate(&self, request: ValidRequest) -> Result<TokenStream, EngineError> {
         // One template for every engine: chats are rendered here, MAX completes the text.
-        let rendered = self.render_prompt(&request.prompt, &request.tools)?;
+        let rendered = self.render_request(&request)?;
         let raw = request.with_raw_prompt(rendered);
         let mut wire = openai::request_for(&self.id, &raw);
         if let openai::WireRequest::Completion(c) = &mut wire {
@@ -411,7 +411,7 @@ impl LoadedModel for MaxModel {
                                 };
                                 let timings =
                                     Timings { queue: Duration::ZERO, prompt_eval: first - started, eval: end - first };
-                                Ok(TokenEvent::Done { finish_reason, usage, timings })
+                                Ok(TokenEvent::Done { finish_reason, usage, timings, stop_sequence: None })
                             } else {
                                 Err(EngineError::Internal(format!("the MAX sidecar sent an unknown event: {v}")))
                             }

@@ -477,7 +477,7 @@ impl Progress {
         stats.generated.fetch_add(u64::from(usage.completion_tokens), Ordering::Relaxed);
         let timings = Timings { queue: Duration::ZERO, prompt_eval: first - started, eval: end - first };
         let finish_reason = self.finish.unwrap_or(FinishReason::Stop);
-        self.pending.push_back(Ok(TokenEvent::Done { finish_reason, usage, timings }));
+        self.pending.push_back(Ok(TokenEvent::Done { finish_reason, usage, timings, stop_sequence: None }));
     }
 }
 

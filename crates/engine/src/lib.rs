@@ -16,6 +16,7 @@
 mod detok;
 mod error;
 pub mod mock;
+pub mod parse;
 mod stop;
 mod template;
 pub mod tools;
@@ -163,11 +164,28 @@ pub fn render_prompt(
     prompt: &hyperllama_core::Prompt,
     tools: &[hyperllama_core::ToolSpec],
 ) -> Result<String, EngineError> {
+    render_with_reasoning(template, prompt, tools, None)
+}
+
+/// Renders a request's prompt, with its reasoning switches.
+pub fn render_request(
+    template: Option<&ChatTemplate>,
+    request: &hyperllama_core::GenerateRequest,
+) -> Result<String, EngineError> {
+    render_with_reasoning(template, &request.prompt, &request.tools, request.reasoning.as_ref())
+}
+
+fn render_with_reasoning(
+    template: Option<&ChatTemplate>,
+    prompt: &hyperllama_core::Prompt,
+    tools: &[hyperllama_core::ToolSpec],
+    reasoning: Option<&hyperllama_core::Reasoning>,
+) -> Result<String, EngineError> {
     match prompt {
         hyperllama_core::Prompt::Raw(text) => Ok(text.clone()),
         hyperllama_core::Prompt::Chat(messages) => {
             let template = template.ok_or(TemplateError::Missing)?;
-            Ok(template.render_with_tools(messages, tools, true)?)
+            Ok(template.render_with_reasoning(messages, tools, true, reasoning)?)
         }
     }
 }
@@ -277,4 +295,8 @@ pub trait PromptRenderer: Send + Sync {
     ) -> Result<String, EngineError>;
     /// The model's chat template, when it has one.
     fn template(&self) -> Option<&ChatTemplate>;
+    /// A request's prompt as `generate` renders it (reasoning switches included).
+    fn render_request(&self, request: &hyperllama_core::GenerateRequest) -> Result<String, EngineError> {
+        render_request(self.template(), request)
+    }
 }

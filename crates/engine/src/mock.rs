@@ -157,7 +157,7 @@ pub struct MockModel {
 
 impl MockModel {
     fn words(&self, request: &ValidRequest) -> Result<(Vec<String>, u32), EngineError> {
-        let text = self.render_prompt(&request.prompt, &request.tools)?;
+        let text = self.render_request(&request)?;
         let prompt_tokens = text.split_whitespace().count() as u32;
         if prompt_tokens >= self.info.loaded_context {
             return Err(EngineError::PromptTooLong { prompt_tokens, ctx_size: self.info.loaded_context });
@@ -269,7 +269,7 @@ impl LoadedModel for MockModel {
                     let _ = tx.send(Ok(TokenEvent::Text(rest))).await;
                 }
                 let usage = Usage { prompt_tokens, cached_tokens: 0, completion_tokens: n };
-                let done = TokenEvent::Done { finish_reason: reason, usage, timings: Timings::default() };
+                let done = TokenEvent::Done { finish_reason: reason, usage, timings: Timings::default(), stop_sequence: None };
                 let _ = tx.send(Ok(done)).await;
                 finished.fetch_add(1, Ordering::Relaxed);
             }

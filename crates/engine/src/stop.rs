@@ -8,6 +8,7 @@ pub struct StopMatcher {
     stops: Vec<String>,
     held: String,
     stopped: bool,
+    matched: Option<String>,
 }
 
 /// The result of feeding one piece of text.
@@ -33,7 +34,10 @@ impl StopMatcher {
         }
         self.held.push_str(text);
         // The earliest complete match wins.
-        if let Some(pos) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+        if let Some((pos, stop)) =
+            self.stops.iter().filter_map(|s| self.held.find(s.as_str()).map(|p| (p, s))).min_by_key(|(p, _)| *p)
+        {
+            self.matched = Some(stop.clone());
             let emit = self.held[..pos].to_string();
             self.held.clear();
             self.stopped = true;
@@ -52,6 +56,11 @@ impl StopMatcher {
         let emit = self.held[..keep].to_string();
         self.held.drain(..keep);
         StopStep { emit, stopped: false }
+    }
+
+    /// The stop string that matched, once one did.
+    pub fn matched(&self) -> Option<&str> {
+        self.matched.as_deref()
     }
 
     /// Generation ended for another reason: whatever was held back is plain text after all.

@@ -93,6 +93,18 @@ impl ChatTemplate {
         tools: &[ToolSpec],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
+        self.render_with_reasoning(messages, tools, add_generation_prompt, None)
+    }
+
+    /// Renders with tools and the request's reasoning switches (`enable_thinking`,
+    /// `reasoning_effort`), which templates of reasoning models read.
+    pub fn render_with_reasoning(
+        &self,
+        messages: &[Message],
+        tools: &[ToolSpec],
+        add_generation_prompt: bool,
+        reasoning: Option<&hyperllama_core::Reasoning>,
+    ) -> Result<String, TemplateError> {
         let injected;
         let messages = if !tools.is_empty() && !self.supports_tools() {
             injected = crate::tools::with_tool_instructions(messages, tools);
@@ -132,13 +144,24 @@ impl ChatTemplate {
                 .collect()
         });
         let tmpl = self.env.get_template("chat").map_err(|e| TemplateError::Syntax(e.to_string()))?;
-        tmpl.render(minijinja::context! {
-            messages => msgs,
-            tools => tools_value,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos_token,
-            eos_token => self.eos_token,
-        })
+        let mut vars: std::collections::BTreeMap<&str, minijinja::Value> = [
+            ("messages", minijinja::Value::from_serialize(&msgs)),
+            ("tools", minijinja::Value::from_serialize(&tools_value)),
+            ("add_generation_prompt", minijinja::Value::from(add_generation_prompt)),
+            ("bos_token", minijinja::Value::from(self.bos_token.clone())),
+            ("eos_token", minijinja::Value::from(self.eos_token.clone())),
+        ]
+        .into();
+        // Only what the request set: a template's `is defined` tests see the rest as undefined.
+        if let Some(r) = reasoning {
+            if let Some(on) = r.enabled {
+                vars.insert("enable_thinking", on.into());
+            }
+            if let Some(effort) = &r.effort {
+                vars.insert("reasoning_effort", effort.clone().into());
+            }
+        }
+        tmpl.render(minijinja::Value::from_serialize(&vars))
         .map_err(|e| {
             // Prefer the template's own words (raise_exception) over minijinja's wrapper.
             let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.to_string());

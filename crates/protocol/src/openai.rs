@@ -156,6 +156,12 @@ pub struct ChatRequest {
     pub stream_options: Option<StreamOptions>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<WireTool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -261,6 +267,19 @@ pub fn request_for(model: &str, request: &GenerateRequest) -> WireRequest {
             stream: true,
             stream_options,
             tools: request.tools.iter().map(WireTool::from).collect(),
+            tool_choice: match &request.tool_requirement {
+                _ if request.tools.is_empty() => None,
+                hyperllama_core::ToolRequirement::Auto => None,
+                hyperllama_core::ToolRequirement::Required => Some(Value::from("required")),
+                hyperllama_core::ToolRequirement::Named(name) => {
+                    Some(serde_json::json!({ "type": "function", "function": { "name": name } }))
+                }
+            },
+            parallel_tool_calls: (!request.tools.is_empty() && !request.parallel_tool_calls).then_some(false),
+            reasoning_effort: request.reasoning.as_ref().and_then(|r| match r.enabled {
+                Some(false) => Some("none".to_string()),
+                _ => r.effort.clone(),
+            }),
             logprobs: request.logprobs.map(|_| true),
             top_logprobs: request.logprobs.filter(|n| *n > 0),
             sampling,

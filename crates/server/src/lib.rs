@@ -22,6 +22,9 @@ pub mod metrics;
 pub mod middleware;
 pub mod registry;
 pub mod remotes;
+pub mod response_store;
+mod routes;
+pub mod openapi;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -45,6 +48,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub auth: Arc<auth::Auth>,
     pub http: Arc<HttpOptions>,
+    /// The Responses API's stored responses.
+    pub responses: Arc<response_store::ResponseStore>,
 }
 
 impl AppState {
@@ -56,7 +61,13 @@ impl AppState {
             metrics,
             auth: Arc::default(),
             http: Arc::new(HttpOptions::default()),
+            responses: Arc::default(),
         }
+    }
+
+    pub fn with_responses(mut self, store: response_store::ResponseStore) -> Self {
+        self.responses = Arc::new(store);
+        self
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -141,19 +152,42 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
 /// Bodies larger than this are refused with 413 (blob uploads have their own limit).
 pub const MAX_JSON_BODY: usize = 8 << 20;
 
-/// The whole HTTP surface. Each dialect's router carries the middleware for its own dialect.
+/// Every route, by dialect (each dialect's routes carry the middleware for its own dialect).
+fn routes(state: &AppState) -> routes::Routes {
+    let ops = routes::Routes::default()
+        .get("/health", health)
+        .get("/metrics", render_metrics)
+        .get("/openapi.json", openapi_json)
+        .map(|r| {
+            r.route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                middleware::handle::<api::ollama::Ollama>,
+            ))
+        });
+    api::ollama::routes(state.clone())
+        .merge(api::openai::routes(state.clone()))
+        .merge(api::anthropic::routes(state.clone()))
+        .merge(ops)
+}
+
+/// The (method, path) of every route the server has, for checking the OpenAPI document.
+pub fn route_table(state: &AppState) -> Vec<(&'static str, &'static str)> {
+    routes(state).into_parts().1
+}
+
+/// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
-    let ops = Router::new()
-        .route("/health", axum::routing::get(health))
-        .route("/metrics", axum::routing::get(render_metrics))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::handle::<api::ollama::Ollama>));
-    let mut app =
-        Router::new().merge(api::ollama::routes(state.clone())).merge(api::openai::routes(state.clone())).merge(ops);
+    let (mut app, _) = routes(&state).into_parts();
     if let Some(t) = state.http.request_timeout {
         app =
             app.layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, t));
     }
     app.layer(cors(&state.http.origins)).with_state(state)
+}
+
+/// The OpenAPI document of every dialect.
+async fn openapi_json() -> axum::Json<serde_json::Value> {
+    axum::Json(openapi::document())
 }
 
 /// Liveness, as vLLM's and llama-server's `/health`.

@@ -109,7 +109,7 @@ fn scrub(v: &mut Value) {
         Value::Object(m) => {
             for (k, x) in m.iter_mut() {
                 match k.as_str() {
-                    "created_at" | "created" | "id" => *x = json!("<varies>"),
+                    "created_at" | "created" | "id" | "item_id" | "call_id" | "completed_at" => *x = json!("<varies>"),
                     k if k.ends_with("_duration") => *x = json!("<ns>"),
                     _ => scrub(x),
                 }
@@ -186,6 +186,75 @@ async fn golden_transcripts_of_every_stream() {
         .await;
     assert_eq!(s, 200);
     golden("openai_tool_call.sse", &t);
+    // Two calls in one answer: each its own index and id, arguments as deltas.
+    let h = Harness::new(answer(
+        "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}</tool_call>\n\
+         <tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}</tool_call>",
+    ));
+    let ask = json!([{ "role": "user", "content": "Weather in Paris and Rome?" }]);
+    let (s, t) = h
+        .call("POST", "/v1/chat/completions", Some(json!({ "model": "fake", "stream": true, "tools": tools, "messages": ask })))
+        .await;
+    assert_eq!(s, 200);
+    golden("openai_two_tool_calls.sse", &t);
+    let mut calls: Vec<(String, String)> = Vec::new();
+    for line in t.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|l| *l != "[DONE]") {
+        let v: Value = serde_json::from_str(line).expect("chunk");
+        for d in v["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
+            let i = d["index"].as_u64().expect("index") as usize;
+            if let Some(id) = d["id"].as_str() {
+                assert_eq!(i, calls.len(), "calls are announced in order");
+                calls.push((id.to_string(), String::new()));
+            }
+            calls[i].1.push_str(d["function"]["arguments"].as_str().unwrap_or(""));
+        }
+    }
+    assert_eq!(calls.len(), 2);
+    assert_ne!(calls[0].0, calls[1].0);
+    assert_eq!(serde_json::from_str::<Value>(&calls[1].1).expect("args"), json!({ "city": "Rome" }));
+    let (s, t) = h
+        .call("POST", "/v1/messages", Some(json!({ "model": "fake", "stream": true, "max_tokens": 64,
+            "tools": [{ "name": "get_weather", "input_schema": { "type": "object" } }], "messages": ask })))
+        .await;
+    assert_eq!(s, 200);
+    golden("anthropic_two_tool_uses.sse", &t);
+    let (s, t) = h
+        .call("POST", "/v1/responses", Some(json!({ "model": "fake", "stream": true, "input": "Weather?",
+            "tools": [{ "type": "function", "name": "get_weather", "parameters": { "type": "object" } }] })))
+        .await;
+    assert_eq!(s, 200);
+    golden("openai_responses_calls.sse", &t);
+    let h = Harness::new(answer("Paris is the capital."));
+    let (s, t) = h
+        .call("POST", "/v1/messages", Some(json!({ "model": "fake", "stream": true, "max_tokens": 64,
+            "messages": [{ "role": "user", "content": "Capital?" }] })))
+        .await;
+    assert_eq!(s, 200);
+    golden("anthropic_messages.sse", &t);
+    let (s, t) =
+        h.call("POST", "/v1/responses", Some(json!({ "model": "fake", "stream": true, "input": "Capital?" }))).await;
+    assert_eq!(s, 200);
+    golden("openai_responses.sse", &t);
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_exactly_the_routes() {
+    let h = Harness::new(Script::default());
+    let mut routes: Vec<(String, String)> =
+        hyperllama_server::route_table(&h.state).into_iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let mut documented: Vec<(String, String)> =
+        hyperllama_server::openapi::operations().into_iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    routes.sort();
+    documented.sort();
+    let missing: Vec<_> = routes.iter().filter(|r| !documented.contains(r)).collect();
+    let extra: Vec<_> = documented.iter().filter(|d| !routes.contains(d)).collect();
+    assert!(missing.is_empty(), "routes without an operation in the OpenAPI document: {missing:?}");
+    assert!(extra.is_empty(), "documented operations without a route: {extra:?}");
+    // And the server serves the document.
+    let (s, v) = h.json("GET", "/openapi.json", None).await;
+    assert_eq!(s, 200);
+    assert!(v["paths"]["/v1/messages"]["post"]["requestBody"].is_object(), "{}", v["paths"]["/v1/messages"]);
+    assert!(v["paths"]["/v1/models/{id}"]["get"]["parameters"].is_array());
 }
 
 #[tokio::test]
@@ -216,7 +285,7 @@ async fn every_dialect_answers_bad_input_in_its_own_shape() {
         ),
         (
             "/v1/chat/completions",
-            json!({ "model": "fake", "n": 2, "messages": [{ "role": "user", "content": "x" }] }),
+            json!({ "model": "fake", "n": 1000, "messages": [{ "role": "user", "content": "x" }] }),
             400,
             "`n`",
         ),
@@ -239,12 +308,46 @@ async fn every_dialect_answers_bad_input_in_its_own_shape() {
             "tool_choice",
         ),
         ("/v1/completions", json!({ "model": "fake", "prompt": "" }), 400, "prompt"),
+        (
+            "/v1/chat/completions",
+            json!({ "model": "fake", "logprobs": true, "top_logprobs": 21, "messages": [{ "role": "user", "content": "x" }] }),
+            400,
+            "top_logprobs",
+        ),
+        ("/v1/responses", json!({ "model": "fake" }), 400, "input"),
+        ("/v1/responses", json!({ "model": "fake", "input": "x", "previous_response_id": "resp_nope" }), 404, "resp_nope"),
+        ("/v1/responses", json!({ "model": "fake", "input": [{ "type": "mystery" }] }), 400, "mystery"),
+        ("/v1/messages", json!({ "model": "fake", "messages": [{ "role": "user", "content": "x" }] }), 400, "max_tokens"),
+        (
+            "/v1/messages",
+            json!({ "model": "fake", "max_tokens": 5, "messages": [{ "role": "user", "content": [{ "type": "hologram" }] }] }),
+            400,
+            "hologram",
+        ),
+        (
+            "/v1/messages",
+            json!({ "model": "nope", "max_tokens": 5, "messages": [{ "role": "user", "content": "x" }] }),
+            404,
+            "not found",
+        ),
+        (
+            "/v1/messages",
+            json!({ "model": "fake", "max_tokens": 5, "tool_choice": { "type": "sometimes" }, "messages": [{ "role": "user", "content": "x" }] }),
+            400,
+            "tool_choice",
+        ),
+        ("/v1/messages/count_tokens", json!({ "model": "fake", "messages": [] }), 400, "messages"),
+        ("/tokenize", json!({ "model": "nope", "content": "x" }), 404, "not found"),
+        ("/detokenize", json!({ "model": "fake", "tokens": [-3] }), 400, "token"),
         ("/v1/embeddings", json!({ "model": "fake", "input": "x", "encoding_format": "hex" }), 400, "encoding_format"),
     ];
     for (path, body, status, needle) in cases {
         let (s, v) = h.json("POST", path, Some(body.clone())).await;
         assert_eq!(s.as_u16(), status, "{path} {body}: {v}");
-        let message = if path.starts_with("/v1") {
+        let message = if path.starts_with("/v1/messages") {
+            assert!(v["type"] == "error" && v["error"]["type"].is_string(), "Anthropic's shape: {v}");
+            v["error"]["message"].as_str().expect("message")
+        } else if path.starts_with("/v1") || !path.starts_with("/api") {
             assert!(v["error"]["type"].is_string() && v["error"]["code"].is_string(), "OpenAI's shape: {v}");
             v["error"]["message"].as_str().expect("message")
         } else {

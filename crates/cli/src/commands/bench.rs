@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use std::path::PathBuf;
 
-use super::{bench_chart, bench_serve};
+use super::{bench_chart, bench_serve, bench_workload};
 use crate::args::ModelArgs;
 
 /// In-process by default (MODEL is a .gguf path); with `--url`, a serving benchmark of any
@@ -59,6 +59,27 @@ pub struct BenchArgs {
     /// With --url: seed for the synthetic prompts (the same seed sends the same prompts).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// With --url: what to send. `uniform`: random prompts at each --concurrency level (the
+    /// serving sweep); `multi-turn`: --conversations chats sharing a system prompt, --turns
+    /// turns each, round robin, at most the first --concurrency level at a time (prompt caches);
+    /// `grounded`: one stream rewriting a given text, --requests times (speculative decoding).
+    #[arg(long, value_enum, default_value = "uniform")]
+    workload: Workload,
+    /// With --workload multi-turn: the number of conversations.
+    #[arg(long, default_value_t = 24)]
+    conversations: usize,
+    /// With --workload multi-turn: turns per conversation.
+    #[arg(long, default_value_t = 4)]
+    turns: usize,
+    /// With --workload multi-turn: about how many tokens the shared system prompt has.
+    #[arg(long, default_value_t = 600)]
+    system_tokens: u32,
+    /// With --url and --workload uniform: sampling temperature (default 0: greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// With --url and --workload uniform: nucleus sampling (sent only when given).
+    #[arg(long)]
+    top_p: Option<f32>,
     /// With --url: draw throughput and TTFT against concurrency into this PNG.
     #[arg(long)]
     chart: Option<PathBuf>,
@@ -76,6 +97,13 @@ pub struct BenchArgs {
     /// engine is asked for (docs/ENGINES.md).
     #[arg(long)]
     record: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Workload {
+    Uniform,
+    MultiTurn,
+    Grounded,
 }
 
 #[derive(Serialize)]
@@ -109,6 +137,9 @@ struct Report {
     prompt_tps: Stats,
     decode_tps: Stats,
     latency_ms: Stats,
+    /// Speculative decoding over the whole run (warm-up included): tokens drafted, accepted.
+    spec_drafted: u64,
+    spec_accepted: u64,
     samples: Vec<Sample>,
 }
 
@@ -199,7 +230,10 @@ async fn in_process(
         samples.push(s);
     }
     let stats = |f: fn(&Sample) -> f64| summarize(samples.iter().map(f).collect());
+    let engine_stats = model.stats();
     let report = Report {
+        spec_drafted: engine_stats.spec_drafted,
+        spec_accepted: engine_stats.spec_accepted,
         model: model.info().name.clone(),
         engine,
         threads: args.model.threads,
@@ -231,10 +265,22 @@ async fn in_process(
     ] {
         println!("{name:<16} {:>10.1} {:>10.1} {:>10.1} {:>10.1}", s.mean, s.p50, s.p90, s.max);
     }
+    if report.spec_drafted > 0 {
+        println!(
+            "speculative drafts: {} tokens drafted, {:.0}% accepted",
+            report.spec_drafted,
+            100.0 * report.spec_accepted as f64 / report.spec_drafted as f64
+        );
+    }
     Ok(report)
 }
 
 async fn serve_bench(url: &str, args: &BenchArgs) -> anyhow::Result<()> {
+    match args.workload {
+        Workload::Uniform => {}
+        Workload::MultiTurn => return multi_turn_bench(url, args).await,
+        Workload::Grounded => return grounded_bench(url, args).await,
+    }
     let baselines = args
         .compare
         .iter()
@@ -257,6 +303,8 @@ async fn serve_bench(url: &str, args: &BenchArgs) -> anyhow::Result<()> {
         warmup: args.warmup,
         label: args.label.clone(),
         seed: args.seed,
+        temperature: args.temperature,
+        top_p: args.top_p,
     };
     let report = bench_serve::run(&bench).await?;
     if let Some(path) = &args.chart {
@@ -268,6 +316,69 @@ async fn serve_bench(url: &str, args: &BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         bench_serve::print_table(&report, &baselines);
+    }
+    Ok(())
+}
+
+async fn multi_turn_bench(url: &str, args: &BenchArgs) -> anyhow::Result<()> {
+    let client = bench_workload::Client::new(url, &args.model.model, args.api_key.clone())?;
+    let w = bench_workload::MultiTurn {
+        conversations: args.conversations,
+        turns: args.turns,
+        system_tokens: args.system_tokens,
+        concurrency: args.concurrency.first().copied().unwrap_or(1),
+        output_len: args.max_tokens,
+        label: args.label.clone().unwrap_or_else(|| url.to_string()),
+        seed: args.seed,
+    };
+    let report = bench_workload::multi_turn(&client, &w).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{}  {} conversations x {} turns, {} at a time, ~{} system tokens, {} output tokens",
+        report.label, report.conversations, report.turns, report.concurrency, w.system_tokens, report.output_len
+    );
+    println!("{:>5} {:>10} {:>10} {:>10} {:>10}", "turn", "prompt", "cached", "TTFT p50", "TTFT p90");
+    for t in &report.per_turn {
+        println!(
+            "{:>5} {:>10.0} {:>10.0} {:>10.1} {:>10.1}",
+            t.turn, t.mean_prompt_tokens, t.mean_cached_tokens, t.ttft_ms.p50, t.ttft_ms.p90
+        );
+    }
+    println!(
+        "total {:.2} s, {:.1} output tok/s, later-turn TTFT p50 {:.1} ms",
+        report.total_s, report.output_throughput, report.later_ttft_p50_ms
+    );
+    Ok(())
+}
+
+async fn grounded_bench(url: &str, args: &BenchArgs) -> anyhow::Result<()> {
+    let client = bench_workload::Client::new(url, &args.model.model, args.api_key.clone())?;
+    let texts = match &args.prompts_file {
+        Some(p) => bench_serve::read_prompts(p)?,
+        None => vec![bench_workload::PASSAGE.to_string()],
+    };
+    let label = args.label.clone().unwrap_or_else(|| url.to_string());
+    for _ in 0..args.warmup {
+        client.chat(&[serde_json::json!({ "role": "user", "content": "Hello" })], 8).await?;
+    }
+    let report = bench_workload::grounded(&client, args.requests.unwrap_or(5), args.max_tokens, &texts, &label).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{}  grounded rewrite, {} requests, ~{:.0} prompt tokens, {} output tokens",
+        report.label, report.requests, report.mean_prompt_tokens, report.output_len
+    );
+    println!(
+        "decode tok/s p50 {:.1} (mean {:.1}), TTFT p50 {:.1} ms",
+        report.decode_tps.p50, report.decode_tps.mean, report.ttft_ms.p50
+    );
+    if let (Some(rate), Some(drafted)) = (report.spec_acceptance, report.spec_drafted) {
+        println!("speculative drafts: {drafted:.0} tokens drafted, {:.0}% accepted", rate * 100.0);
     }
     Ok(())
 }

@@ -35,6 +35,8 @@ pub struct ServeBench {
     pub warmup: u32,
     pub label: Option<String>,
     pub seed: u64,
+    pub temperature: f32,
+    pub top_p: Option<f32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -46,7 +48,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(mut v: Vec<f64>) -> Self {
+    pub fn of(mut v: Vec<f64>) -> Self {
         if v.is_empty() {
             return Self::default();
         }
@@ -83,6 +85,10 @@ pub struct Report {
     pub input_len: u32,
     pub output_len: u32,
     pub request_rate: Option<f64>,
+    #[serde(default)]
+    pub temperature: f32,
+    #[serde(default)]
+    pub top_p: Option<f32>,
     pub levels: Vec<Level>,
 }
 
@@ -108,7 +114,8 @@ pub async fn run(bench: &ServeBench) -> anyhow::Result<Report> {
         }
     }
     let endpoint = completions_url(&bench.url);
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+    // No idle connections kept (see bench_workload::Client::new).
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
     let file_prompts = match &bench.prompts_file {
         Some(p) => Some(read_prompts(p)?),
         None => None,
@@ -140,6 +147,8 @@ pub async fn run(bench: &ServeBench) -> anyhow::Result<Report> {
         input_len: bench.input_len,
         output_len: bench.output_len,
         request_rate: bench.request_rate,
+        temperature: bench.temperature,
+        top_p: bench.top_p,
         levels,
     })
 }
@@ -227,6 +236,8 @@ struct Target {
     model: String,
     api_key: Option<String>,
     output_len: u32,
+    temperature: f32,
+    top_p: Option<f32>,
 }
 
 impl Target {
@@ -237,20 +248,25 @@ impl Target {
             model: bench.model.clone(),
             api_key: bench.api_key.clone(),
             output_len: bench.output_len,
+            temperature: bench.temperature,
+            top_p: bench.top_p,
         }
     }
 
     /// One streaming completion, timed token by token.
     async fn send(&self, prompt: &str, output_len: u32) -> anyhow::Result<Outcome> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "model": self.model,
             "prompt": prompt,
             "max_tokens": output_len,
-            "temperature": 0.0,
+            "temperature": self.temperature,
             "stream": true,
             "stream_options": { "include_usage": true },
             "ignore_eos": true,
         });
+        if let Some(p) = self.top_p {
+            body["top_p"] = p.into();
+        }
         let mut req = self.http.post(&self.endpoint).json(&body);
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);
@@ -314,7 +330,7 @@ fn completions_url(url: &str) -> String {
 }
 
 /// Prompts from a file: JSON lines with a `prompt` field, or one prompt per plain line.
-fn read_prompts(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+pub fn read_prompts(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let prompts: Vec<String> = text
         .lines()
@@ -364,11 +380,13 @@ impl Lcg {
 /// The report as a table; with `baselines`, ratios against each at the same concurrency.
 pub fn print_table(report: &Report, baselines: &[Report]) {
     println!(
-        "{}  model {}  input ~{} tokens  output {} tokens{}",
+        "{}  model {}  input ~{} tokens  output {} tokens  temperature {}{}{}",
         report.label,
         report.model,
         report.input_len,
         report.output_len,
+        report.temperature,
+        report.top_p.map(|p| format!("  top_p {p}")).unwrap_or_default(),
         report.request_rate.map(|r| format!("  rate {r}/s")).unwrap_or_default()
     );
     println!(

@@ -100,6 +100,8 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
         num_gpu: args.model.gpu_layers.map(i64::from),
         ..args.sampling.knobs()
     };
+    // As Ollama: a limit past the context is cut to fit.
+    req.overflow.clamp_output = true;
     let result = in_process(&args, &service, req).await;
     registry.unload_all().await;
     registry.engines().shutdown().await;
@@ -128,6 +130,13 @@ async fn in_process(args: &GenerateArgs, service: &Service, req: ServiceRequest)
                 }
                 response.push_str(&text);
             }
+            // Reasoning goes to stderr, apart from the answer.
+            Piece::Thinking(t) => {
+                if !args.json {
+                    eprint!("{t}");
+                }
+            }
+            Piece::ToolStart { .. } | Piece::ToolArgs { .. } => {}
             Piece::Done(fin) => done = Some(fin),
         }
     }
@@ -208,7 +217,7 @@ async fn served_elsewhere(args: &GenerateArgs, prompt_text: String) -> anyhow::R
                     }
                 }
                 TokenEvent::ToolCall(c) => writeln!(out, "[tool call] {} {}", c.name, c.arguments)?,
-                TokenEvent::Done { finish_reason, usage, timings } => {
+                TokenEvent::Done { finish_reason, usage, timings, .. } => {
                     writeln!(out)?;
                     if args.verbose || args.json {
                         eprintln!(

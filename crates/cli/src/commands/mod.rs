@@ -1,8 +1,10 @@
 pub mod bench;
 mod bench_chart;
 mod bench_serve;
+mod bench_workload;
 pub mod generate;
 pub mod info;
 pub mod models;
 pub mod run;
 pub mod serve;
+pub mod tokenize;

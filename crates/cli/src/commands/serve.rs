@@ -99,6 +99,15 @@ pub async fn run(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<
         tls,
         allow_local_paths: settings.allow_local_paths,
     });
+    // Stored Responses-API responses survive a restart.
+    let responses_dir = hyperllama_home()?.join("responses");
+    let state = match hyperllama_server::response_store::ResponseStore::with_dir(&responses_dir, 1024, 10_000) {
+        Ok(store) => state.with_responses(store),
+        Err(e) => {
+            tracing::warn!(dir = %responses_dir.display(), error = %e, "stored responses are kept in memory only");
+            state
+        }
+    };
     // One line on stdout, so scripts can wait for it and learn the port (with --port 0).
     {
         use std::io::Write;
@@ -131,6 +140,12 @@ fn engine_options(settings: &Settings) -> anyhow::Result<Vec<(String, String)>> 
             anyhow::bail!("--speculative {s:?}: use ngram or off");
         }
         out.push(("speculative".into(), s.clone()));
+    }
+    if let Some(n) = settings.decode_threads {
+        if n == 0 {
+            anyhow::bail!("--decode-threads must be at least 1");
+        }
+        out.push(("decode_threads".into(), n.to_string()));
     }
     Ok(out)
 }

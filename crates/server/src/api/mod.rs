@@ -2,6 +2,7 @@
 //! [`crate::service::ServiceRequest`] (`convert`), handlers that extract, convert, call and
 //! encode, and its error body (a [`crate::error::Dialect`]).
 
+pub mod anthropic;
 pub mod common;
 mod fuzzing;
 pub mod ollama;

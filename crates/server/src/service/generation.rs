@@ -1,5 +1,6 @@
 //! A generation that passed validation and is producing tokens: the engine's token stream
-//! turned into text pieces, tool calls parsed once at the end, and every token observed for
+//! turned into pieces (answer text, reasoning, tool calls whose arguments stream as they are
+//! written: [`hyperllama_engine::parse`]), and every token observed for
 //! the metrics (on the model's own atomics, no lock) and the key's budget.
 
 use std::sync::Arc;
@@ -7,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hyperllama_core::{FinishReason, Logprobs, TokenEvent, ToolCall, Usage};
+use hyperllama_engine::parse::{OutputParser, Parsed};
 use hyperllama_engine::TokenStream;
 
+use crate::api::common::new_id;
 use crate::error::{ApiError, ErrorKind};
 use crate::metrics::ModelMetrics;
 use crate::registry::Acquired;
@@ -22,19 +25,58 @@ pub struct Final {
     pub eval: Duration,
     pub load_duration: Duration,
     pub total_duration: Duration,
-    /// Set when the request offered tools and the model called some.
+    /// The calls the model made (when the request offered tools), ids assigned.
     pub tool_calls: Vec<ToolCall>,
+    /// The stop string that ended the output, when one did.
+    pub stop_sequence: Option<String>,
+    /// Oldest messages dropped so that the prompt fit the context (`truncate` asked for).
+    pub truncated_messages: usize,
 }
 
 /// What a response stream carries.
 #[derive(Debug, Clone)]
 pub enum Piece {
-    /// Text, with the log-probabilities of the tokens that produced it when asked for.
+    /// Answer text, with the log-probabilities of the tokens that produced it when asked for.
     Text {
         text: String,
         logprobs: Vec<Logprobs>,
     },
+    /// The model's reasoning (only when the request shows it).
+    Thinking(String),
+    /// A tool call begins: its index among this answer's calls, its id and function name.
+    ToolStart {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    /// More of a call's arguments (JSON text, concatenating to the whole).
+    ToolArgs {
+        index: usize,
+        delta: String,
+    },
     Done(Final),
+}
+
+/// How the output is read: tools recognised, reasoning split out.
+#[derive(Debug, Clone)]
+pub struct OutputPolicy {
+    pub parser: OutputParser,
+    /// Reasoning goes to the client (`Piece::Thinking`); else it is parsed out and dropped.
+    pub show_reasoning: bool,
+    pub truncated_messages: usize,
+    /// The prompt's length, when it was counted before the engine started.
+    pub prompt_tokens: Option<u32>,
+}
+
+impl Default for OutputPolicy {
+    fn default() -> Self {
+        Self {
+            parser: OutputParser::new(false, None, false),
+            show_reasoning: true,
+            truncated_messages: 0,
+            prompt_tokens: None,
+        }
+    }
 }
 
 /// A generation that has passed validation and is producing tokens.
@@ -42,7 +84,7 @@ pub struct Generation {
     pub acquired: Acquired,
     stream: TokenStream,
     started: Instant,
-    buffer_for_tools: bool,
+    policy: OutputPolicy,
     observer: Observer,
 }
 
@@ -88,71 +130,129 @@ impl Drop for Observer {
     }
 }
 
+/// Turns the parser's events into pieces: ids for calls, reasoning shown or dropped, the
+/// log-probabilities of held text released with it.
+struct Assembler {
+    policy: OutputPolicy,
+    ids: Vec<String>,
+    calls: Vec<ToolCall>,
+    /// Log-probabilities of tokens whose text the parser still holds.
+    logprobs: Vec<Logprobs>,
+}
+
+impl Assembler {
+    fn new(policy: OutputPolicy) -> Self {
+        Self { policy, ids: Vec::new(), calls: Vec::new(), logprobs: Vec::new() }
+    }
+
+    fn text(&mut self, text: &str, logprobs: Option<Logprobs>, out: &mut Vec<Result<Piece, ApiError>>) {
+        self.logprobs.extend(logprobs);
+        let parsed = self.policy.parser.push(text);
+        self.emit(parsed, out);
+    }
+
+    fn call(&mut self, call: ToolCall, out: &mut Vec<Result<Piece, ApiError>>) {
+        let index = self.ids.len();
+        let id = call.id.clone().unwrap_or_else(|| new_id("call_"));
+        self.ids.push(id.clone());
+        out.push(Ok(Piece::ToolStart { index, id: id.clone(), name: call.name.clone() }));
+        out.push(Ok(Piece::ToolArgs { index, delta: call.arguments.to_string() }));
+        self.calls.push(ToolCall { id: Some(id), ..call });
+    }
+
+    fn emit(&mut self, parsed: Vec<Parsed>, out: &mut Vec<Result<Piece, ApiError>>) {
+        // Calls the engine parsed itself come first in `ids`; the parser counts its own.
+        let base = self.calls.len().saturating_sub(self.policy.parser.calls()).min(self.ids.len());
+        for p in parsed {
+            match p {
+                Parsed::Content(text) => {
+                    out.push(Ok(Piece::Text { text, logprobs: std::mem::take(&mut self.logprobs) }));
+                }
+                Parsed::Reasoning(text) => {
+                    // Its tokens' log-probabilities belong to the reasoning.
+                    self.logprobs.clear();
+                    if self.policy.show_reasoning {
+                        out.push(Ok(Piece::Thinking(text)));
+                    }
+                }
+                Parsed::ToolStart { index, name } => {
+                    let id = new_id("call_");
+                    self.ids.push(id.clone());
+                    out.push(Ok(Piece::ToolStart { index: base + index, id, name }));
+                }
+                Parsed::ToolArgs { index, delta } => out.push(Ok(Piece::ToolArgs { index: base + index, delta })),
+                Parsed::ToolEnd { index, call } => {
+                    let id = self.ids.get(base + index).cloned();
+                    self.calls.push(ToolCall { id, ..call });
+                }
+            }
+        }
+    }
+
+}
+
 impl Generation {
     pub(crate) fn new(
         acquired: Acquired,
         stream: TokenStream,
         started: Instant,
-        buffer_for_tools: bool,
+        policy: OutputPolicy,
         observer: Observer,
     ) -> Self {
-        Self { acquired, stream, started, buffer_for_tools, observer }
+        Self { acquired, stream, started, policy, observer }
     }
 
-    /// The output as text pieces, then one `Done`. When tools were offered, text is held to
-    /// the end so that a tool call is never half-streamed as prose. Dropping the stream drops
-    /// the engine's stream, which cancels the work.
+    /// The prompt's length in tokens, when it was counted before generation started.
+    pub fn prompt_tokens(&self) -> Option<u32> {
+        self.policy.prompt_tokens
+    }
+
+    /// Oldest messages dropped so that the prompt fit the context.
+    pub fn truncated_messages(&self) -> usize {
+        self.policy.truncated_messages
+    }
+
+    /// Waits for the engine's first event (the prompt is computed then) and keeps it for
+    /// [`Generation::pieces`].
+    pub(crate) async fn prime(&mut self) {
+        let rest = std::mem::replace(&mut self.stream, Box::pin(futures::stream::empty()));
+        let mut rest = rest;
+        if let Some(first) = rest.next().await {
+            self.stream = Box::pin(futures::stream::once(async move { first }).chain(rest));
+        } else {
+            self.stream = rest;
+        }
+    }
+
+    /// The output as pieces (text, reasoning, tool calls as they are written), then one
+    /// `Done`. Dropping the stream drops the engine's stream, which cancels the work.
     pub fn pieces(self) -> futures::stream::BoxStream<'static, Result<Piece, ApiError>> {
-        let Generation { acquired, stream, started, buffer_for_tools, mut observer } = self;
+        let Generation { acquired, stream, started, policy, mut observer } = self;
         let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen_end = finished.clone();
-        let mut held = String::new();
-        let mut called: Vec<ToolCall> = Vec::new();
+        let truncated_messages = policy.truncated_messages;
+        let mut asm = Assembler::new(policy);
         let pieces = stream
             .map(move |event| -> Vec<Result<Piece, ApiError>> {
                 let load_duration = acquired.load_duration;
-                if let Ok(TokenEvent::Token { .. }) = &event {
-                    observer.token();
-                }
+                let mut out = Vec::new();
                 match event {
                     Ok(TokenEvent::Token { text, logprobs, .. }) => {
-                        let logprobs: Vec<Logprobs> = logprobs.map(|l| vec![*l]).unwrap_or_default();
-                        if text.is_empty() && logprobs.is_empty() {
-                            vec![]
-                        } else if buffer_for_tools {
-                            held.push_str(&text);
-                            vec![]
-                        } else {
-                            vec![Ok(Piece::Text { text, logprobs })]
-                        }
+                        observer.token();
+                        asm.text(&text, logprobs.map(|l| *l), &mut out);
                     }
                     Ok(TokenEvent::Text(text)) => {
-                        if text.is_empty() {
-                            vec![]
-                        } else if buffer_for_tools {
-                            held.push_str(&text);
-                            vec![]
-                        } else {
-                            vec![Ok(Piece::Text { text, logprobs: Vec::new() })]
-                        }
+                        asm.text(&text, None, &mut out);
                     }
                     // The engine parsed it (a remote server with a tool parser).
-                    Ok(TokenEvent::ToolCall(call)) => {
-                        called.push(call);
-                        vec![]
-                    }
-                    Ok(TokenEvent::Done { finish_reason, usage, timings }) => {
+                    Ok(TokenEvent::ToolCall(call)) => asm.call(call, &mut out),
+                    Ok(TokenEvent::Done { finish_reason, usage, timings, stop_sequence }) => {
                         seen_end.store(true, std::sync::atomic::Ordering::Relaxed);
                         observer.done(finish_reason, &usage, timings.queue);
-                        let mut out = Vec::new();
-                        let mut tool_calls = std::mem::take(&mut called);
-                        match hyperllama_engine::tools::parse_tool_calls(&held) {
-                            Some(calls) if buffer_for_tools => tool_calls.extend(calls),
-                            _ => {
-                                if !held.is_empty() {
-                                    out.push(Ok(Piece::Text { text: std::mem::take(&mut held), logprobs: Vec::new() }));
-                                }
-                            }
+                        let rest = asm.policy.parser.finish();
+                        asm.emit(rest, &mut out);
+                        if !asm.logprobs.is_empty() {
+                            out.push(Ok(Piece::Text { text: String::new(), logprobs: std::mem::take(&mut asm.logprobs) }));
                         }
                         out.push(Ok(Piece::Done(Final {
                             finish_reason,
@@ -161,15 +261,17 @@ impl Generation {
                             eval: timings.eval,
                             load_duration,
                             total_duration: started.elapsed(),
-                            tool_calls,
+                            tool_calls: std::mem::take(&mut asm.calls),
+                            stop_sequence,
+                            truncated_messages,
                         })));
-                        out
                     }
                     Err(e) => {
                         seen_end.store(true, std::sync::atomic::Ordering::Relaxed);
-                        vec![Err(ApiError::from(e))]
+                        out.push(Err(ApiError::from(e)));
                     }
                 }
+                out
             })
             .flat_map(futures::stream::iter);
         let tail = futures::stream::once(async move {
@@ -192,10 +294,9 @@ impl Generation {
             .boxed()
     }
 
-    /// Runs to the end; returns all text, the log-probabilities and the final stats.
+    /// Runs to the end; returns all text, the reasoning, the log-probabilities and the end.
     pub async fn collect(self) -> Result<Collected, ApiError> {
-        let mut text = String::new();
-        let mut logprobs = Vec::new();
+        let (mut text, mut thinking, mut logprobs) = (String::new(), String::new(), Vec::new());
         let mut pieces = self.pieces();
         while let Some(p) = pieces.next().await {
             match p? {
@@ -203,7 +304,9 @@ impl Generation {
                     text.push_str(&t);
                     logprobs.extend(l);
                 }
-                Piece::Done(fin) => return Ok(Collected { text, logprobs, fin }),
+                Piece::Thinking(t) => thinking.push_str(&t),
+                Piece::ToolStart { .. } | Piece::ToolArgs { .. } => {}
+                Piece::Done(fin) => return Ok(Collected { text, thinking, logprobs, fin }),
             }
         }
         Err(ApiError::new(ErrorKind::Internal, "stream_ended", "generation ended without a result"))
@@ -214,6 +317,7 @@ impl Generation {
 #[derive(Debug, Clone)]
 pub struct Collected {
     pub text: String,
+    pub thinking: String,
     pub logprobs: Vec<Logprobs>,
     pub fin: Final,
 }

@@ -18,14 +18,15 @@ pub mod request;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyperllama_core::KeepAlive;
+use hyperllama_core::{GenerateRequest, KeepAlive, Prompt, Reasoning, Role};
+use hyperllama_engine::parse::{OutputParser, ReasoningDelimiters};
 use hyperllama_engine::{Embeddings, EngineError};
 
-pub use generation::{Collected, Final, Generation, Piece};
-pub use request::{Input, Knobs, PromptInput, ServiceRequest, ToolChoice};
+pub use generation::{Collected, Final, Generation, OutputPolicy, Piece};
+pub use request::{Input, Knobs, Overflow, PromptInput, ServiceRequest, Think, ToolChoice};
 
 use crate::context::RequestContext;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::metrics::Metrics;
 use crate::registry::{Acquired, Registry, Resolved};
 
@@ -65,32 +66,219 @@ impl Service {
     }
 
     /// Starts a generation; every error here comes before the response begins.
-    pub async fn generate(&self, req: ServiceRequest, ctx: &RequestContext) -> Result<Generation, ApiError> {
+    pub async fn generate(&self, mut req: ServiceRequest, ctx: &RequestContext) -> Result<Generation, ApiError> {
+        req.n = 1;
+        let mut all = self.generate_choices(req, ctx).await?;
+        Ok(all.remove(0))
+    }
+
+    /// Starts `req.n` independent answers to one prompt (OpenAI's `n`), with seeds derived
+    /// from the request's. The first is started alone; the others once it has produced its
+    /// first token, so that they restore its prompt's KV instead of computing it again.
+    pub async fn generate_choices(&self, req: ServiceRequest, ctx: &RequestContext) -> Result<Vec<Generation>, ApiError> {
+        if req.n == 0 || req.n > MAX_CHOICES {
+            return Err(ApiError::bad_request(format!("`n` must be between 1 and {MAX_CHOICES}, got {}", req.n))
+                .with_param("n"));
+        }
         let resolved = self.registry.resolve(&req.model).await?;
         let prepared = policy::prepare(&req, &resolved.manifest)?;
-        let buffer_for_tools = !prepared.request.tools.is_empty();
-        let valid = prepared.request.validate()?;
         let plan = self.registry.plan(&resolved, &prepared.load, req.keep_alive)?;
         let mut acquired = self.registry.acquire(&plan).await?;
-        let stream = match acquired.model.generate(valid.clone()).await {
+        let fitted = self.fit(&req, prepared.request, prepared.truncate, &acquired).await?;
+        if fitted.truncated_messages > 0 {
+            self.metrics.count_truncated(&acquired.name);
+        }
+        let policy = |fitted: &Fitted| OutputPolicy {
+            parser: OutputParser::new(!fitted.request.tools.is_empty(), fitted.delimiters.clone(), fitted.starts_in_reasoning),
+            show_reasoning: req.think.enabled != Some(false),
+            truncated_messages: fitted.truncated_messages,
+            prompt_tokens: fitted.prompt_tokens,
+        };
+        let first = fitted.request.clone().validate()?;
+        let stream = match acquired.model.generate(first.clone()).await {
             // The model's engine lost it before the request began (an out-of-process engine
             // restarted): load it again and try once more; nothing was sent to the client yet.
             Err(EngineError::Unavailable(why)) if !acquired.model.is_healthy() => {
                 tracing::warn!(model = %acquired.name, %why, "the model was lost; loading it again");
                 drop(acquired);
                 acquired = self.registry.acquire(&plan).await?;
-                acquired.model.generate(valid).await?
+                acquired.model.generate(first).await?
             }
             result => result?,
         };
-        let observer = generation::Observer {
+        let observer = self.observer(&acquired, ctx);
+        let mut out = vec![Generation::new(acquired, stream, ctx.started, policy(&fitted), observer)];
+        if req.n > 1 {
+            out[0].prime().await;
+            let base = fitted.request.sampling.seed;
+            for i in 1..req.n {
+                let mut r = fitted.request.clone();
+                r.sampling.seed = base.map(|s| s.wrapping_add(u64::from(i)));
+                let acquired = self.registry.acquire(&plan).await?;
+                let stream = acquired.model.generate(r.validate()?).await?;
+                let observer = self.observer(&acquired, ctx);
+                out.push(Generation::new(acquired, stream, ctx.started, policy(&fitted), observer));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The model of `model`, loaded as a request would load it, with its tokenizer and
+    /// renderer (a model served elsewhere has neither here: 501).
+    async fn local(&self, model: &str, knobs: &Knobs) -> Result<Acquired, ApiError> {
+        let (resolved, load) = self.resolve_with(model, knobs).await?;
+        let plan = self.registry.plan(&resolved, &load, None)?;
+        let acquired = self.registry.acquire(&plan).await?;
+        if acquired.model.tokenizer().is_none() || acquired.model.renderer().is_none() {
+            return Err(ApiError::new(
+                ErrorKind::NotImplemented,
+                "no_local_tokenizer",
+                format!("{model} is served by another server; its tokenizer is not available here"),
+            ));
+        }
+        Ok(acquired)
+    }
+
+    /// The prompt a request would be rendered to, and its token count.
+    pub async fn render(&self, req: ServiceRequest) -> Result<(String, u32), ApiError> {
+        let acquired = self.local(&req.model, &req.knobs).await?;
+        let resolved = self.registry.resolve(&req.model).await?;
+        let mut request = policy::prepare(&req, &resolved.manifest)?.request;
+        reasoning(&req, &mut request, &acquired)?;
+        let model = acquired.model.clone();
+        tokio::task::spawn_blocking(move || {
+            let (Some(renderer), Some(tokenizer)) = (model.renderer(), model.tokenizer()) else {
+                return Err(ApiError::internal("the model lost its tokenizer"));
+            };
+            let text = renderer.render_request(&request)?;
+            let n = tokenizer.tokenize(&text, true)?.len();
+            Ok((text, u32::try_from(n).unwrap_or(u32::MAX)))
+        })
+        .await
+        .map_err(ApiError::from)?
+    }
+
+    /// How many tokens a request's prompt is (Anthropic's `count_tokens`).
+    pub async fn count_prompt_tokens(&self, req: ServiceRequest, _ctx: &RequestContext) -> Result<u32, ApiError> {
+        Ok(self.render(req).await?.1)
+    }
+
+    /// `text` as token ids and each token's bytes.
+    pub async fn tokenize(&self, model: &str, text: String, special: bool) -> Result<Vec<(u32, Vec<u8>)>, ApiError> {
+        let acquired = self.local(model, &Knobs::default()).await?;
+        let model = acquired.model.clone();
+        tokio::task::spawn_blocking(move || {
+            let t = model.tokenizer().ok_or_else(|| ApiError::internal("the model lost its tokenizer"))?;
+            let ids = t.tokenize(&text, special)?;
+            ids.into_iter().map(|id| Ok((id, t.token_bytes(id)?))).collect::<Result<Vec<_>, ApiError>>()
+        })
+        .await
+        .map_err(ApiError::from)?
+    }
+
+    /// The text of token ids.
+    pub async fn detokenize(&self, model: &str, ids: Vec<u32>) -> Result<String, ApiError> {
+        let acquired = self.local(model, &Knobs::default()).await?;
+        let model = acquired.model.clone();
+        tokio::task::spawn_blocking(move || {
+            let t = model.tokenizer().ok_or_else(|| ApiError::internal("the model lost its tokenizer"))?;
+            Ok(t.detokenize(&ids)?)
+        })
+        .await
+        .map_err(ApiError::from)?
+    }
+
+    fn observer(&self, acquired: &Acquired, ctx: &RequestContext) -> generation::Observer {
+        generation::Observer {
             metrics: self.metrics.model(&acquired.name),
             key: ctx.key.clone(),
             started: ctx.started,
             last_token: None,
             ended: false,
-        };
-        Ok(Generation::new(acquired, stream, ctx.started, buffer_for_tools, observer))
+        }
+    }
+
+    /// The request as the model will see it: reasoning switches set from its template, the
+    /// prompt rendered and counted where this process has the model's tokenizer, fitted to
+    /// the context (oldest messages dropped when `truncate` allows, `max_tokens` clamped when
+    /// the dialect does so), else refused with the numbers.
+    async fn fit(
+        &self,
+        req: &ServiceRequest,
+        mut request: GenerateRequest,
+        truncate: bool,
+        acquired: &Acquired,
+    ) -> Result<Fitted, ApiError> {
+        let model = acquired.model.clone();
+        let delimiters = reasoning(req, &mut request, acquired)?;
+        let overflow = req.overflow;
+        let name = acquired.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let (Some(renderer), Some(tokenizer)) = (model.renderer(), model.tokenizer()) else {
+                // The engine renders and counts elsewhere (a remote server); it refuses what
+                // does not fit itself.
+                return Ok(Fitted {
+                    request,
+                    delimiters,
+                    starts_in_reasoning: false,
+                    truncated_messages: 0,
+                    prompt_tokens: None,
+                });
+            };
+            let ctx_size = model.info().loaded_context;
+            let mut dropped = 0;
+            loop {
+                let text = renderer.render_request(&request)?;
+                let prompt_tokens = tokenizer.tokenize(&text, true)?.len() as u64;
+                if prompt_tokens < u64::from(ctx_size) {
+                    let room = u64::from(ctx_size) - prompt_tokens;
+                    if let Some(max) = request.stop.max_tokens.filter(|&m| u64::from(m) > room) {
+                        if !overflow.clamp_output {
+                            return Err(ApiError::new(
+                                ErrorKind::BadRequest,
+                                "max_tokens_too_large",
+                                format!(
+                                    "max_tokens is {max}, but the prompt is {prompt_tokens} tokens and the context of \
+                                     {name} is {ctx_size}: at most {room} tokens can be generated"
+                                ),
+                            )
+                            .with_param("max_tokens"));
+                        }
+                        request.stop.max_tokens = Some(room as u32);
+                    }
+                    let starts_in_reasoning = delimiters.as_ref().is_some_and(|d| text.trim_end().ends_with(&d.open));
+                    request.prompt = Prompt::Raw(text);
+                    return Ok(Fitted {
+                        request,
+                        delimiters,
+                        starts_in_reasoning,
+                        truncated_messages: dropped,
+                        prompt_tokens: Some(prompt_tokens as u32),
+                    });
+                }
+                let dropped_one = truncate && drop_oldest(&mut request.prompt);
+                if !dropped_one {
+                    let asked = request.stop.max_tokens.map(|m| format!(", {m} tokens of output requested")).unwrap_or_default();
+                    let hint = if truncate || !matches!(request.prompt, Prompt::Chat(_)) {
+                        ""
+                    } else {
+                        ", or send `truncate: true` to drop the oldest messages"
+                    };
+                    return Err(ApiError::new(
+                        ErrorKind::BadRequest,
+                        "prompt_too_long",
+                        format!(
+                            "the prompt is {prompt_tokens} tokens, but the context of {name} is {ctx_size} tokens{asked}: \
+                             shorten it, raise the context (num_ctx / --ctx-size){hint}"
+                        ),
+                    )
+                    .with_param("messages"));
+                }
+                dropped += 1;
+            }
+        })
+        .await
+        .map_err(ApiError::from)?
     }
 
     /// Loads `model` (Ollama's empty prompt) and keeps it for `keep_alive`; returns how long
@@ -137,6 +325,67 @@ impl Service {
         let load = policy::load_overrides(&knobs)?;
         Ok((resolved, load))
     }
+}
+
+/// The most choices one request may ask for.
+pub const MAX_CHOICES: u32 = 16;
+
+/// A request fitted to its model.
+struct Fitted {
+    request: GenerateRequest,
+    delimiters: Option<ReasoningDelimiters>,
+    starts_in_reasoning: bool,
+    truncated_messages: usize,
+    /// Counted here (local engines).
+    prompt_tokens: Option<u32>,
+}
+
+/// Sets the request's reasoning from the model's template and what the client asked; the
+/// delimiters, when the model reasons.
+fn reasoning(
+    req: &ServiceRequest,
+    request: &mut GenerateRequest,
+    acquired: &Acquired,
+) -> Result<Option<ReasoningDelimiters>, ApiError> {
+    let delimiters = match &request.prompt {
+        Prompt::Chat(_) => acquired.model.info().chat_template.as_deref().and_then(ReasoningDelimiters::from_template),
+        Prompt::Raw(_) => None,
+    };
+    if req.think.strict && req.think.enabled == Some(true) && delimiters.is_none() {
+        return Err(
+            ApiError::bad_request(format!("\"{}\" does not support thinking", acquired.name)).with_param("think")
+        );
+    }
+    if let Some(d) = &delimiters {
+        let off = req.think.enabled == Some(false);
+        request.reasoning = Some(Reasoning {
+            enabled: req.think.enabled,
+            effort: req.think.effort.clone(),
+            budget: if off { None } else { req.think.budget() },
+            open: d.open.clone(),
+            close: d.close.clone(),
+        });
+    }
+    Ok(delimiters)
+}
+
+/// Drops the oldest message that is not a system message, and any assistant or tool
+/// messages left leading the conversation (templates want it to start with the user); keeps
+/// the last message. Whether one was dropped.
+fn drop_oldest(prompt: &mut Prompt) -> bool {
+    let Prompt::Chat(messages) = prompt else { return false };
+    let last = messages.len().saturating_sub(1);
+    let Some(i) = messages.iter().position(|m| m.role != Role::System).filter(|&i| i < last) else {
+        return false;
+    };
+    messages.remove(i);
+    while let Some(j) = messages.iter().position(|m| m.role != Role::System) {
+        if j >= messages.len() - 1 || messages[j].role == Role::User {
+            break;
+        }
+        messages.remove(j);
+    }
+    true
 }
 
 /// Shortens embeddings to `dims` (Matryoshka-style) and renormalises them; both dialects'

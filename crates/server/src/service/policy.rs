@@ -3,7 +3,7 @@
 //! a system message, `MESSAGE`s before the request's, and `TEMPLATE` (a classic Go template)
 //! instead of the model's Jinja chat template. Pure: no I/O, so the fuzz target runs it too.
 
-use hyperllama_core::{GenerateRequest, Message, Penalties, Prompt, Role, Sampling, SamplingParams};
+use hyperllama_core::{GenerateRequest, Message, Penalties, Prompt, Role, Sampling, SamplingParams, ToolRequirement};
 use hyperllama_store::Manifest;
 
 use super::go_template;
@@ -16,6 +16,9 @@ use crate::registry::LoadOverrides;
 pub struct Prepared {
     pub request: GenerateRequest,
     pub load: LoadOverrides,
+    /// Oldest messages may be dropped to fit the context (the request's or the Modelfile's
+    /// `truncate`).
+    pub truncate: bool,
 }
 
 /// `req` for the model of `manifest`: knobs merged, prompt built, tools chosen.
@@ -32,19 +35,24 @@ pub fn prepare(req: &ServiceRequest, manifest: &Manifest) -> Result<Prepared, Ap
     request.speculate = knobs.speculative.unwrap_or(true);
     request.format = req.format.clone();
     request.logprobs = req.logprobs;
-    request.tools = match &req.tool_choice {
-        ToolChoice::None => Vec::new(),
-        ToolChoice::Auto | ToolChoice::Required => req.tools.clone(),
+    request.parallel_tool_calls = req.parallel_tool_calls;
+    (request.tools, request.tool_requirement) = match &req.tool_choice {
+        ToolChoice::None => (Vec::new(), ToolRequirement::Auto),
+        ToolChoice::Auto => (req.tools.clone(), ToolRequirement::Auto),
+        ToolChoice::Required if req.tools.is_empty() => {
+            return Err(ApiError::bad_request("tool_choice \"required\" needs `tools`").with_param("tool_choice"))
+        }
+        ToolChoice::Required => (req.tools.clone(), ToolRequirement::Required),
         ToolChoice::Named(name) => {
             let tools: Vec<_> = req.tools.iter().filter(|t| &t.name == name).cloned().collect();
             if tools.is_empty() {
                 return Err(ApiError::bad_request(format!("tool_choice names {name:?}, which is not in `tools`"))
                     .with_param("tool_choice"));
             }
-            tools
+            (tools, ToolRequirement::Named(name.clone()))
         }
     };
-    Ok(Prepared { request, load: load_overrides(&knobs)? })
+    Ok(Prepared { request, load: load_overrides(&knobs)?, truncate: knobs.truncate.unwrap_or(false) })
 }
 
 fn prompt(input: &Input, manifest: &Manifest) -> Result<Prompt, ApiError> {

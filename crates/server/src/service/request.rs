@@ -39,6 +39,9 @@ pub struct Knobs {
     pub engine: Option<String>,
     /// `false` opts this request out of speculative decoding (the output is the same either way).
     pub speculative: Option<bool>,
+    /// A prompt longer than the context loses its oldest non-system messages instead of being
+    /// refused (Ollama's `truncate`; a Modelfile `PARAMETER truncate true`).
+    pub truncate: Option<bool>,
     /// Keys no knob knows (reported, then ignored, as Ollama does).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_json::Value>,
@@ -69,6 +72,7 @@ impl Knobs {
             ignore_eos: over.ignore_eos.or(self.ignore_eos),
             engine: over.engine.or(self.engine),
             speculative: over.speculative.or(self.speculative),
+            truncate: over.truncate.or(self.truncate),
             unknown: over.unknown,
         }
     }
@@ -146,6 +150,52 @@ pub enum ToolChoice {
     Named(String),
 }
 
+/// What the request asks of the model's reasoning ("thinking").
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Think {
+    /// `Some(false)`: no reasoning (the template is told so and reasoning is not shown);
+    /// `Some(true)`: reason; `None`: the model's default.
+    pub enabled: Option<bool>,
+    /// "low", "medium", "high" (passed to the template; sets a budget when none is given).
+    pub effort: Option<String>,
+    /// At most this many reasoning tokens.
+    pub budget: Option<u32>,
+    /// Asking a model that does not reason is an error (Ollama's `think`), not ignored.
+    pub strict: bool,
+}
+
+impl Think {
+    /// From an effort level ("none" and "minimal" turn reasoning off).
+    pub fn effort(level: &str) -> Result<Think, crate::error::ApiError> {
+        match level {
+            "none" | "minimal" => Ok(Think { enabled: Some(false), ..Think::default() }),
+            "low" | "medium" | "high" => {
+                Ok(Think { enabled: Some(true), effort: Some(level.to_string()), ..Think::default() })
+            }
+            other => Err(crate::error::ApiError::bad_request(format!(
+                "reasoning effort {other:?}: use none, minimal, low, medium or high"
+            ))),
+        }
+    }
+
+    /// The token budget: the one given, else one for the effort (high: none).
+    pub fn budget(&self) -> Option<u32> {
+        self.budget.or(match self.effort.as_deref() {
+            Some("low") => Some(1024),
+            Some("medium") => Some(4096),
+            _ => None,
+        })
+    }
+}
+
+/// What happens when the prompt and the requested output do not fit the context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Overflow {
+    /// A `max_tokens` larger than what fits after the prompt is cut to fit (Ollama) instead
+    /// of refused with a 400 (OpenAI, Anthropic).
+    pub clamp_output: bool,
+}
+
 /// One generation, as every dialect asks for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceRequest {
@@ -158,6 +208,12 @@ pub struct ServiceRequest {
     pub keep_alive: Option<KeepAlive>,
     /// Log-probabilities: `None` off, `Some(n)` with the `n` most likely alternatives.
     pub logprobs: Option<u8>,
+    /// Independent answers to generate (OpenAI's `n`).
+    pub n: u32,
+    pub think: Think,
+    pub overflow: Overflow,
+    /// More than one tool call may be made in one answer.
+    pub parallel_tool_calls: bool,
 }
 
 impl ServiceRequest {
@@ -171,6 +227,10 @@ impl ServiceRequest {
             tool_choice: ToolChoice::Auto,
             keep_alive: None,
             logprobs: None,
+            n: 1,
+            think: Think::default(),
+            overflow: Overflow::default(),
+            parallel_tool_calls: true,
         }
     }
 }

@@ -5,7 +5,7 @@ use hyperllama_core::{KeepAlive, Message};
 use super::types::{ChatBody, GenerateBody};
 use crate::api::common::{parse_format, tool_specs};
 use crate::error::ApiError;
-use crate::service::{Input, PromptInput, ServiceRequest};
+use crate::service::{Input, Knobs, Overflow, PromptInput, ServiceRequest, Think};
 
 pub fn keep_alive(v: Option<&serde_json::Value>) -> Result<Option<KeepAlive>, ApiError> {
     v.map(KeepAlive::from_json).transpose().map_err(|e| ApiError::from(e).with_param("keep_alive"))
@@ -18,19 +18,41 @@ pub fn require_model(model: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Models without a thinking mode refuse `think`, as in Ollama.
-fn check_think(think: Option<&serde_json::Value>, model: &str) -> Result<(), ApiError> {
-    match think {
-        None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => Ok(()),
-        Some(_) => Err(ApiError::bad_request(format!("\"{model}\" does not support thinking")).with_param("think")),
-    }
+/// Ollama's `think`: `true`/`false`, or an effort level. Asking a model that does not reason
+/// is a 400, as in Ollama (the service checks the model).
+fn think(v: Option<&serde_json::Value>) -> Result<Think, ApiError> {
+    let think = match v {
+        None | Some(serde_json::Value::Null) => Think::default(),
+        Some(serde_json::Value::Bool(on)) => Think { enabled: Some(*on), ..Think::default() },
+        Some(serde_json::Value::String(level)) if level == "max" => Think { enabled: Some(true), ..Think::default() },
+        Some(serde_json::Value::String(level)) => Think::effort(level).map_err(|e| e.with_param("think"))?,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid think value {other}: use true, false, \"low\", \"medium\" or \"high\""
+            ))
+            .with_param("think"))
+        }
+    };
+    Ok(Think { strict: true, ..think })
+}
+
+fn logprobs(on: bool, top: Option<u32>) -> Result<Option<u8>, ApiError> {
+    let top = top.map(|n| crate::api::openai::convert::top_count(n, "top_logprobs")).transpose()?;
+    Ok((on || top.is_some()).then(|| top.unwrap_or(0)))
+}
+
+/// Ollama's knobs, with the request's `truncate` over the options'.
+fn knobs(mut options: Knobs, truncate: Option<bool>) -> Knobs {
+    options.truncate = truncate.or(options.truncate);
+    options
 }
 
 impl TryFrom<GenerateBody> for ServiceRequest {
     type Error = ApiError;
     fn try_from(body: GenerateBody) -> Result<Self, ApiError> {
         require_model(&body.model)?;
-        check_think(body.think.as_ref(), &body.model)?;
+        let think = think(body.think.as_ref())?;
+        let logprobs = logprobs(body.logprobs, body.top_logprobs)?;
         if body.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
             return Err(ApiError::bad_request("suffix (fill-in-the-middle) is not supported by this model's template")
                 .with_param("suffix"));
@@ -45,9 +67,12 @@ impl TryFrom<GenerateBody> for ServiceRequest {
             template: body.template.filter(|t| !t.is_empty()),
         });
         let mut req = ServiceRequest::new(body.model, input);
-        req.knobs = body.options;
+        req.knobs = knobs(body.options, body.truncate);
         req.format = parse_format(body.format.as_ref())?;
         req.keep_alive = keep_alive(body.keep_alive.as_ref())?;
+        req.think = think;
+        req.logprobs = logprobs;
+        req.overflow = Overflow { clamp_output: true };
         Ok(req)
     }
 }
@@ -56,13 +81,17 @@ impl TryFrom<ChatBody> for ServiceRequest {
     type Error = ApiError;
     fn try_from(body: ChatBody) -> Result<Self, ApiError> {
         require_model(&body.model)?;
-        check_think(body.think.as_ref(), &body.model)?;
+        let think = think(body.think.as_ref())?;
+        let logprobs = logprobs(body.logprobs, body.top_logprobs)?;
         let messages = body.messages.into_iter().map(Message::try_from).collect::<Result<Vec<_>, _>>()?;
         let mut req = ServiceRequest::new(body.model, Input::Chat(messages));
-        req.knobs = body.options;
+        req.knobs = knobs(body.options, body.truncate);
         req.format = parse_format(body.format.as_ref())?;
         req.tools = tool_specs(&body.tools)?;
         req.keep_alive = keep_alive(body.keep_alive.as_ref())?;
+        req.think = think;
+        req.logprobs = logprobs;
+        req.overflow = Overflow { clamp_output: true };
         Ok(req)
     }
 }

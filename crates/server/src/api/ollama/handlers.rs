@@ -92,6 +92,23 @@ async fn load_or_unload(
     Ok(axum::Json(v).into_response())
 }
 
+/// Ollama's logprobs entries.
+fn logprobs_json(l: &[hyperllama_core::Logprobs]) -> Vec<Value> {
+    let one = |t: &hyperllama_core::TokenLogprob| json!({ "token": t.text, "logprob": t.logprob, "bytes": t.bytes });
+    l.iter()
+        .map(|x| {
+            let mut v = one(&x.token);
+            v["top_logprobs"] = x.top.iter().map(one).collect::<Vec<_>>().into();
+            v
+        })
+        .collect()
+}
+
+fn with_header(mut resp: Response, truncated: usize) -> Response {
+    crate::api::openai::truncation_header(&mut resp, truncated);
+    resp
+}
+
 pub async fn generate(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
@@ -104,28 +121,51 @@ pub async fn generate(
     let stream = body.stream != Some(false);
     let req = ServiceRequest::try_from(body)?;
     let model = req.model.clone();
+    let want_logprobs = req.logprobs.is_some();
     let generation = state.service.generate(req, &ctx).await?;
+    let truncated = generation.truncated_messages();
     if !stream {
         let c = generation.collect().await?;
         let mut v = stats(&model, &c.fin);
         v.insert("response".into(), c.text.into());
-        return Ok(axum::Json(Value::Object(v)).into_response());
+        if !c.thinking.is_empty() {
+            v.insert("thinking".into(), c.thinking.into());
+        }
+        if want_logprobs {
+            v.insert("logprobs".into(), logprobs_json(&c.logprobs).into());
+        }
+        return Ok(with_header(axum::Json(Value::Object(v)).into_response(), truncated));
     }
-    let lines = generation.pieces().map(move |p| {
-        p.map(|piece| match piece {
-            Piece::Text { text, .. } => json!({ "model": model, "created_at": now(), "response": text, "done": false }),
+    let lines = generation.pieces().filter_map(move |p| {
+        let line = p.map(|piece| match piece {
+            Piece::Text { text, logprobs } => {
+                let mut v = json!({ "model": model, "created_at": now(), "response": text, "done": false });
+                if want_logprobs {
+                    v["logprobs"] = logprobs_json(&logprobs).into();
+                }
+                Some(v)
+            }
+            Piece::Thinking(t) => {
+                Some(json!({ "model": model, "created_at": now(), "response": "", "thinking": t, "done": false }))
+            }
+            Piece::ToolStart { .. } | Piece::ToolArgs { .. } => None,
             Piece::Done(fin) => {
                 let mut v = stats(&model, &fin);
                 v.insert("response".into(), "".into());
-                Value::Object(v)
+                Some(Value::Object(v))
             }
-        })
+        });
+        futures::future::ready(line.transpose())
     });
-    Ok(ndjson(lines))
+    Ok(with_header(ndjson(lines), truncated))
 }
 
 fn tool_calls_json(fin: &Final) -> Vec<Value> {
-    fin.tool_calls.iter().map(|c| json!({ "function": { "name": c.name, "arguments": c.arguments } })).collect()
+    fin.tool_calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| json!({ "id": c.id, "function": { "index": i, "name": c.name, "arguments": c.arguments } }))
+        .collect()
 }
 
 pub async fn chat(
@@ -141,21 +181,39 @@ pub async fn chat(
     let stream = body.stream != Some(false);
     let req = ServiceRequest::try_from(body)?;
     let model = req.model.clone();
+    let want_logprobs = req.logprobs.is_some();
     let generation = state.service.generate(req, &ctx).await?;
+    let truncated = generation.truncated_messages();
     if !stream {
         let c = generation.collect().await?;
         let mut v = stats(&model, &c.fin);
         let mut message = json!({ "role": "assistant", "content": c.text });
+        if !c.thinking.is_empty() {
+            message["thinking"] = c.thinking.into();
+        }
         if !c.fin.tool_calls.is_empty() {
             message["tool_calls"] = tool_calls_json(&c.fin).into();
         }
         v.insert("message".into(), message);
-        return Ok(axum::Json(Value::Object(v)).into_response());
+        if want_logprobs {
+            v.insert("logprobs".into(), logprobs_json(&c.logprobs).into());
+        }
+        return Ok(with_header(axum::Json(Value::Object(v)).into_response(), truncated));
     }
-    let lines = generation.pieces().map(move |p| {
-        p.map(|piece| match piece {
-            Piece::Text { text, .. } => json!({ "model": model, "created_at": now(),
-                                       "message": { "role": "assistant", "content": text }, "done": false }),
+    // Ollama streams a tool call whole, once it is complete: the final line carries them.
+    let lines = generation.pieces().filter_map(move |p| {
+        let line = p.map(|piece| match piece {
+            Piece::Text { text, logprobs } => {
+                let mut v = json!({ "model": model, "created_at": now(),
+                                    "message": { "role": "assistant", "content": text }, "done": false });
+                if want_logprobs {
+                    v["logprobs"] = logprobs_json(&logprobs).into();
+                }
+                Some(v)
+            }
+            Piece::Thinking(t) => Some(json!({ "model": model, "created_at": now(),
+                "message": { "role": "assistant", "content": "", "thinking": t }, "done": false })),
+            Piece::ToolStart { .. } | Piece::ToolArgs { .. } => None,
             Piece::Done(fin) => {
                 let mut v = stats(&model, &fin);
                 let mut message = json!({ "role": "assistant", "content": "" });
@@ -163,11 +221,12 @@ pub async fn chat(
                     message["tool_calls"] = tool_calls_json(&fin).into();
                 }
                 v.insert("message".into(), message);
-                Value::Object(v)
+                Some(Value::Object(v))
             }
-        })
+        });
+        futures::future::ready(line.transpose())
     });
-    Ok(ndjson(lines))
+    Ok(with_header(ndjson(lines), truncated))
 }
 
 pub async fn embed(

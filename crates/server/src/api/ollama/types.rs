@@ -27,6 +27,11 @@ pub struct GenerateBody {
     pub images: Vec<String>,
     #[serde(default)]
     pub think: Option<serde_json::Value>,
+    /// Drop the oldest messages when the prompt does not fit (default: refuse with a 400).
+    pub truncate: Option<bool>,
+    #[serde(default)]
+    pub logprobs: bool,
+    pub top_logprobs: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,6 +48,10 @@ pub struct ChatBody {
     pub keep_alive: Option<serde_json::Value>,
     #[serde(default)]
     pub think: Option<serde_json::Value>,
+    pub truncate: Option<bool>,
+    #[serde(default)]
+    pub logprobs: bool,
+    pub top_logprobs: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

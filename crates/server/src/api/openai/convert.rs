@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::types::{ChatCompletionBody, ChatMessage, CompletionBody, Content, PromptField, ResponseFormat};
 use crate::api::common::tool_specs;
 use crate::error::ApiError;
-use crate::service::{Input, PromptInput, ServiceRequest, ToolChoice};
+use crate::service::{Input, PromptInput, ServiceRequest, Think, ToolChoice};
 
 pub fn max_tokens(v: Option<i64>, field: &'static str) -> Result<Option<i64>, ApiError> {
     match v {
@@ -26,13 +26,26 @@ fn require_model(model: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_n(n: Option<u32>) -> Result<(), ApiError> {
-    match n {
-        None | Some(1) => Ok(()),
-        Some(n) => {
-            Err(ApiError::bad_request(format!("`n` must be 1 (one choice per request), got {n}")).with_param("n"))
+/// `logprobs`/`top_logprobs` as the service's count of alternatives.
+fn chat_logprobs(logprobs: Option<bool>, top: Option<u32>) -> Result<Option<u8>, ApiError> {
+    match (logprobs.unwrap_or(false), top) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => {
+            Err(ApiError::bad_request("`top_logprobs` needs `logprobs: true`").with_param("top_logprobs"))
         }
+        (true, top) => top_count(top.unwrap_or(0), "top_logprobs").map(Some),
     }
+}
+
+pub fn top_count(n: u32, field: &'static str) -> Result<u8, ApiError> {
+    if n > u32::from(hyperllama_core::MAX_TOP_LOGPROBS) {
+        return Err(ApiError::bad_request(format!(
+            "`{field}` must be between 0 and {}, got {n}",
+            hyperllama_core::MAX_TOP_LOGPROBS
+        ))
+        .with_param(field));
+    }
+    Ok(n as u8)
 }
 
 fn content_text(c: Option<Content>) -> Result<String, ApiError> {
@@ -111,14 +124,17 @@ impl TryFrom<ChatCompletionBody> for ServiceRequest {
     type Error = ApiError;
     fn try_from(body: ChatCompletionBody) -> Result<Self, ApiError> {
         require_model(&body.model)?;
-        check_n(body.n)?;
-        if body.logprobs == Some(true) || body.top_logprobs.is_some() {
-            return Err(ApiError::bad_request("logprobs are not supported").with_param("logprobs"));
-        }
+        let logprobs = chat_logprobs(body.logprobs, body.top_logprobs)?;
         let limit = max_tokens(body.max_completion_tokens.or(body.max_tokens), "max_tokens")?;
         let messages = convert_messages(body.messages)?;
         let mut req = ServiceRequest::new(body.model, Input::Chat(messages));
         req.knobs = body.sampling.into_knobs(limit);
+        req.logprobs = logprobs;
+        req.n = body.n.unwrap_or(1);
+        req.parallel_tool_calls = body.parallel_tool_calls.unwrap_or(true);
+        if let Some(effort) = body.reasoning_effort.as_deref() {
+            req.think = Think::effort(effort).map_err(|e| e.with_param("reasoning_effort"))?;
+        }
         req.tools = tool_specs(&body.tools)?;
         req.tool_choice = tool_choice(body.tool_choice.as_ref())?;
         req.format = match body.response_format {
@@ -137,16 +153,13 @@ impl TryFrom<CompletionBody> for ServiceRequest {
     type Error = ApiError;
     fn try_from(body: CompletionBody) -> Result<Self, ApiError> {
         require_model(&body.model)?;
-        check_n(body.n)?;
-        if body.best_of.is_some_and(|b| b != 1) {
-            return Err(ApiError::bad_request("`best_of` must be 1").with_param("best_of"));
+        if body.best_of.is_some_and(|b| b != body.n.unwrap_or(1)) {
+            return Err(ApiError::bad_request("`best_of` must equal `n` (no server-side ranking)").with_param("best_of"));
         }
         if body.echo {
             return Err(ApiError::bad_request("`echo` is not supported").with_param("echo"));
         }
-        if body.logprobs.is_some() {
-            return Err(ApiError::bad_request("logprobs are not supported").with_param("logprobs"));
-        }
+        let logprobs = body.logprobs.map(|n| top_count(n, "logprobs")).transpose()?;
         if body.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
             return Err(ApiError::bad_request("`suffix` is not supported").with_param("suffix"));
         }
@@ -169,6 +182,8 @@ impl TryFrom<CompletionBody> for ServiceRequest {
             Input::Prompt(PromptInput { text: prompt, raw: true, ..PromptInput::default() }),
         );
         req.knobs = body.sampling.into_knobs(limit);
+        req.logprobs = logprobs;
+        req.n = body.n.unwrap_or(1);
         Ok(req)
     }
 }

@@ -9,8 +9,9 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use hyperllama_core::{FinishReason, ToolCall};
 use hyperllama_protocol::openai::{
-    ChatChoice, ChatChunk, ChatCompletion, ChunkChoice, CompletionChoice, CompletionChunk, Delta, FunctionDelta,
-    ModelList, ModelObject, ResponseMessage, ToolCallDelta, WireFunction, WireToolCall, WireUsage,
+    ChatChoice, ChatChunk, ChatCompletion, ChatLogprobs, ChunkChoice, CompletionChoice, CompletionChunk,
+    CompletionLogprobs, Delta, FunctionDelta, ModelList, ModelObject, ResponseMessage, ToolCallDelta, WireFunction,
+    WireTokenLogprob, WireToolCall, WireUsage,
 };
 use serde_json::{json, Value};
 
@@ -68,6 +69,24 @@ fn stream_error(e: &ApiError) -> String {
     to_json(&json!({ "error": { "message": e.message, "type": "server_error", "param": null, "code": e.code } }))
 }
 
+/// `x-hyperllama-truncated: N` when the oldest N messages were dropped to fit the context.
+pub(crate) fn truncation_header(resp: &mut Response, dropped: usize) {
+    if dropped > 0 {
+        resp.headers_mut().insert("x-hyperllama-truncated", axum::http::HeaderValue::from(dropped));
+    }
+}
+
+/// Several choices' usage as one: the prompt once, the outputs summed.
+fn sum_usage(usages: &[hyperllama_core::Usage]) -> WireUsage {
+    let mut u = usages.first().copied().unwrap_or_default();
+    u.completion_tokens = usages.iter().map(|x| x.completion_tokens).sum();
+    u.into()
+}
+
+fn chat_logprobs(l: &[hyperllama_core::Logprobs]) -> ChatLogprobs {
+    ChatLogprobs { content: Some(l.iter().map(WireTokenLogprob::from).collect()) }
+}
+
 pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
@@ -77,30 +96,44 @@ pub async fn chat_completions(
     let include_usage = body.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let req = ServiceRequest::try_from(body)?;
     let model = req.model.clone();
-    let generation = state.service.generate(req, &ctx).await?;
+    let want_logprobs = req.logprobs.is_some();
+    let generations = state.service.generate_choices(req, &ctx).await?;
+    let truncated = generations[0].truncated_messages();
     let (id, created) = (new_id("chatcmpl-"), created());
 
     if !stream {
-        let c = generation.collect().await?;
-        let calls = wire_calls(&c.fin.tool_calls);
-        let message = ResponseMessage {
-            role: "assistant".into(),
-            content: if calls.is_empty() { Some(c.text) } else { None },
-            reasoning_content: None,
-            tool_calls: calls,
-        };
+        let collected = futures::future::try_join_all(generations.into_iter().map(|g| g.collect())).await?;
+        let usage = sum_usage(&collected.iter().map(|c| c.fin.usage).collect::<Vec<_>>());
+        let choices = collected
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let calls = wire_calls(&c.fin.tool_calls);
+                let message = ResponseMessage {
+                    role: "assistant".into(),
+                    content: if calls.is_empty() || !c.text.is_empty() { Some(c.text) } else { None },
+                    reasoning_content: (!c.thinking.is_empty()).then_some(c.thinking),
+                    tool_calls: calls,
+                };
+                let logprobs = want_logprobs.then(|| chat_logprobs(&c.logprobs));
+                ChatChoice { index: i as u32, message, logprobs, finish_reason: Some(finish_reason(&c.fin)) }
+            })
+            .collect();
         let body = ChatCompletion {
             id,
             object: "chat.completion".into(),
             created,
             model,
             system_fingerprint: Some("hyperllama".into()),
-            choices: vec![ChatChoice { index: 0, message, logprobs: None, finish_reason: Some(finish_reason(&c.fin)) }],
-            usage: WireUsage::from(c.fin.usage),
+            choices,
+            usage,
         };
-        return Ok(axum::Json(body).into_response());
+        let mut resp = axum::Json(body).into_response();
+        truncation_header(&mut resp, truncated);
+        return Ok(resp);
     }
 
+    let n = generations.len();
     let chunk = move |choices: Vec<ChunkChoice>, usage: Option<WireUsage>| {
         to_json(&ChatChunk {
             id: id.clone(),
@@ -112,34 +145,56 @@ pub async fn chat_completions(
             usage,
         })
     };
-    let delta = |d: Delta| ChunkChoice { index: 0, delta: d, logprobs: None, finish_reason: None };
-    let first = chunk(
-        vec![delta(Delta { role: Some("assistant".into()), content: Some(String::new()), ..Delta::default() })],
-        None,
+    let delta = |index: usize, d: Delta| ChunkChoice { index: index as u32, delta: d, logprobs: None, finish_reason: None };
+    let first: Vec<String> = (0..n)
+        .map(|i| {
+            chunk(
+                vec![delta(i, Delta { role: Some("assistant".into()), content: Some(String::new()), ..Delta::default() })],
+                None,
+            )
+        })
+        .collect();
+    let merged = futures::stream::select_all(
+        generations.into_iter().enumerate().map(|(i, g)| g.pieces().map(move |p| (i, p)).boxed()),
     );
-    let events = generation.pieces().flat_map(move |p| {
+    let mut usages = Vec::new();
+    let mut any_call = vec![false; n];
+    let events = merged.flat_map(move |(i, p)| {
         let out: Vec<String> = match p {
-            Ok(Piece::Text { text, .. }) => {
-                vec![chunk(vec![delta(Delta { content: Some(text), ..Delta::default() })], None)]
+            Ok(Piece::Text { text, logprobs }) => {
+                let mut c = delta(i, Delta { content: Some(text), ..Delta::default() });
+                if want_logprobs {
+                    c.logprobs = Some(chat_logprobs(&logprobs));
+                }
+                vec![chunk(vec![c], None)]
+            }
+            Ok(Piece::Thinking(t)) => {
+                vec![chunk(vec![delta(i, Delta { reasoning_content: Some(t), ..Delta::default() })], None)]
+            }
+            Ok(Piece::ToolStart { index, id, name }) => {
+                any_call[i] = true;
+                let d = ToolCallDelta {
+                    index: index as u32,
+                    id: Some(id),
+                    kind: Some("function".into()),
+                    function: Some(FunctionDelta { name: Some(name), arguments: Some(String::new()) }),
+                };
+                vec![chunk(vec![delta(i, Delta { tool_calls: Some(vec![d]), ..Delta::default() })], None)]
+            }
+            Ok(Piece::ToolArgs { index, delta: args }) => {
+                let d = ToolCallDelta {
+                    index: index as u32,
+                    function: Some(FunctionDelta { name: None, arguments: Some(args) }),
+                    ..ToolCallDelta::default()
+                };
+                vec![chunk(vec![delta(i, Delta { tool_calls: Some(vec![d]), ..Delta::default() })], None)]
             }
             Ok(Piece::Done(fin)) => {
-                let mut out = Vec::new();
-                for (i, call) in wire_calls(&fin.tool_calls).into_iter().enumerate() {
-                    let d = ToolCallDelta {
-                        index: i as u32,
-                        id: call.id,
-                        kind: Some("function".into()),
-                        function: Some(FunctionDelta {
-                            name: Some(call.function.name),
-                            arguments: Some(call.function.arguments),
-                        }),
-                    };
-                    out.push(chunk(vec![delta(Delta { tool_calls: Some(vec![d]), ..Delta::default() })], None));
-                }
-                let last = ChunkChoice { finish_reason: Some(finish_reason(&fin)), ..delta(Delta::default()) };
-                out.push(chunk(vec![last], None));
-                if include_usage {
-                    out.push(chunk(vec![], Some(fin.usage.into())));
+                usages.push(fin.usage);
+                let last = ChunkChoice { finish_reason: Some(finish_reason(&fin)), ..delta(i, Delta::default()) };
+                let mut out = vec![chunk(vec![last], None)];
+                if include_usage && usages.len() == n {
+                    out.push(chunk(vec![], Some(sum_usage(&usages))));
                 }
                 out
             }
@@ -147,7 +202,22 @@ pub async fn chat_completions(
         };
         futures::stream::iter(out)
     });
-    Ok(sse(futures::stream::once(async move { first }).chain(events)))
+    let mut resp = sse(futures::stream::iter(first).chain(events));
+    truncation_header(&mut resp, truncated);
+    Ok(resp)
+}
+
+/// Completions' legacy logprobs for `pieces`, whose text starts at byte `offset` of the answer.
+fn completion_logprobs(l: &[hyperllama_core::Logprobs], mut offset: u32) -> CompletionLogprobs {
+    let mut out = CompletionLogprobs::default();
+    for t in l {
+        out.tokens.push(t.token.text.clone());
+        out.token_logprobs.push(t.token.logprob);
+        out.top_logprobs.push(t.top.iter().map(|a| (a.text.clone(), a.logprob)).collect());
+        out.text_offset.push(offset);
+        offset += t.token.bytes.len() as u32;
+    }
+    out
 }
 
 pub async fn completions(
@@ -159,7 +229,8 @@ pub async fn completions(
     let include_usage = body.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let req = ServiceRequest::try_from(body)?;
     let model = req.model.clone();
-    let generation = state.service.generate(req, &ctx).await?;
+    let want_logprobs = req.logprobs.is_some();
+    let generations = state.service.generate_choices(req, &ctx).await?;
     let (id, created) = (new_id("cmpl-"), created());
     let chunk = move |choices: Vec<CompletionChoice>, usage: Option<WireUsage>| CompletionChunk {
         id: id.clone(),
@@ -170,24 +241,49 @@ pub async fn completions(
         usage,
     };
     if !stream {
-        let c = generation.collect().await?;
-        let choice =
-            CompletionChoice { index: 0, text: c.text, logprobs: None, finish_reason: Some(finish_reason(&c.fin)) };
-        return Ok(axum::Json(chunk(vec![choice], Some(c.fin.usage.into()))).into_response());
+        let collected = futures::future::try_join_all(generations.into_iter().map(|g| g.collect())).await?;
+        let usage = sum_usage(&collected.iter().map(|c| c.fin.usage).collect::<Vec<_>>());
+        let choices = collected
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| CompletionChoice {
+                index: i as u32,
+                logprobs: want_logprobs.then(|| completion_logprobs(&c.logprobs, 0)),
+                finish_reason: Some(finish_reason(&c.fin)),
+                text: c.text,
+            })
+            .collect();
+        return Ok(axum::Json(chunk(choices, Some(usage))).into_response());
     }
-    let events = generation.pieces().flat_map(move |p| {
+    let n = generations.len();
+    let merged = futures::stream::select_all(
+        generations.into_iter().enumerate().map(|(i, g)| g.pieces().map(move |p| (i, p)).boxed()),
+    );
+    let mut offsets = vec![0u32; n];
+    let mut usages = Vec::new();
+    let events = merged.flat_map(move |(i, p)| {
         let out: Vec<String> = match p {
-            Ok(Piece::Text { text, .. }) => {
-                vec![to_json(&chunk(vec![CompletionChoice { text, ..CompletionChoice::default() }], None))]
+            Ok(Piece::Text { text, logprobs }) => {
+                let lp = want_logprobs.then(|| completion_logprobs(&logprobs, offsets[i]));
+                offsets[i] += logprobs.iter().map(|l| l.token.bytes.len() as u32).sum::<u32>();
+                let c = CompletionChoice { index: i as u32, text, logprobs: lp, ..CompletionChoice::default() };
+                vec![to_json(&chunk(vec![c], None))]
             }
             Ok(Piece::Done(fin)) => {
-                let last = CompletionChoice { finish_reason: Some(finish_reason(&fin)), ..CompletionChoice::default() };
+                usages.push(fin.usage);
+                let last = CompletionChoice {
+                    index: i as u32,
+                    finish_reason: Some(finish_reason(&fin)),
+                    ..CompletionChoice::default()
+                };
                 let mut out = vec![to_json(&chunk(vec![last], None))];
-                if include_usage {
-                    out.push(to_json(&chunk(vec![], Some(fin.usage.into()))));
+                if include_usage && usages.len() == n {
+                    out.push(to_json(&chunk(vec![], Some(sum_usage(&usages)))));
                 }
                 out
             }
+            // Completions offer no tools and no reasoning.
+            Ok(_) => vec![],
             Err(e) => vec![stream_error(&e)],
         };
         futures::stream::iter(out)

@@ -3,14 +3,15 @@
 
 pub(crate) mod convert;
 mod handlers;
+mod responses;
+mod tokens;
 pub(crate) mod types;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 
 use crate::error::{finish_error, ApiError, Dialect, DialectError, ErrorKind};
+use crate::routes::Routes;
 use crate::AppState;
 
 pub struct OpenAi;
@@ -36,16 +37,26 @@ impl Dialect for OpenAi {
     }
 }
 
+pub(crate) use handlers::truncation_header;
+
 pub(crate) type Json<T> = crate::extract::DialectJson<T, OpenAi>;
 pub(crate) type Result<T> = std::result::Result<T, DialectError<OpenAi>>;
 
-pub fn routes(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/v1/chat/completions", post(handlers::chat_completions))
-        .route("/v1/completions", post(handlers::completions))
-        .route("/v1/embeddings", post(handlers::embeddings))
-        .route("/v1/models", get(handlers::list_models))
-        .route("/v1/models/{*id}", get(handlers::get_model))
-        .layer(axum::extract::DefaultBodyLimit::max(crate::MAX_JSON_BODY))
-        .route_layer(axum::middleware::from_fn_with_state(state, crate::middleware::handle::<OpenAi>))
+pub fn routes(state: AppState) -> Routes {
+    Routes::default()
+        .post("/v1/chat/completions", handlers::chat_completions)
+        .post("/v1/completions", handlers::completions)
+        .post("/v1/embeddings", handlers::embeddings)
+        .get("/v1/models", handlers::list_models)
+        .get("/v1/models/{*id}", handlers::get_model)
+        .post("/v1/responses", responses::create)
+        .get("/v1/responses/{id}", responses::get)
+        .delete("/v1/responses/{id}", responses::delete)
+        .post("/tokenize", tokens::tokenize)
+        .post("/detokenize", tokens::detokenize)
+        .post("/apply-template", tokens::apply_template)
+        .map(|r| {
+            r.layer(axum::extract::DefaultBodyLimit::max(crate::MAX_JSON_BODY))
+                .route_layer(axum::middleware::from_fn_with_state(state, crate::middleware::handle::<OpenAi>))
+        })
 }

@@ -48,6 +48,9 @@ pub struct SamplingFields {
     pub ignore_eos: Option<bool>,
     pub cache_prompt: Option<bool>,
     pub speculative: Option<bool>,
+    /// Drop the oldest messages when the prompt does not fit the context (an extension; the
+    /// default refuses it with a 400).
+    pub truncate: Option<bool>,
     /// Ollama-style load options (`{"options": {"num_ctx": 8192}}`).
     pub options: Option<LoadOptionsDto>,
 }
@@ -70,6 +73,7 @@ impl SamplingFields {
             ignore_eos: self.ignore_eos,
             cache_prompt: self.cache_prompt,
             speculative: self.speculative,
+            truncate: self.truncate,
             num_ctx: load.num_ctx,
             num_thread: load.num_thread,
             num_gpu: load.num_gpu,
