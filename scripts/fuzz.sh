@@ -27,6 +27,11 @@ echo '{"model":"smol","messages":[{"role":"user","content":[{"type":"text","text
   >"$corpus/request_json/oai-chat"
 echo '{"model":"smol","prompt":"hi","max_tokens":5,"stream":true,"stream_options":{"include_usage":true}}' \
   >"$corpus/request_json/oai-completion"
+echo '{"model":"smol","max_tokens":9,"system":[{"type":"text","text":"s"}],"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"f","input":{"a":1}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"r"}]}],"tools":[{"name":"f","input_schema":{"type":"object"}}],"tool_choice":{"type":"any"},"thinking":{"type":"enabled","budget_tokens":16}}' \
+  >"$corpus/request_json/anthropic"
+echo '{"model":"smol","input":[{"role":"user","content":"hi"},{"type":"function_call","call_id":"c","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"c","output":"x"}],"instructions":"i","tools":[{"type":"function","name":"f","parameters":{"type":"object"}}],"text":{"format":{"type":"json_schema","name":"n","schema":{"type":"object"}}},"reasoning":{"effort":"low"},"truncation":"auto"}' \
+  >"$corpus/request_json/responses"
+printf 'ok<think>why</think>\n\nsure <tool_call>{"name": "f", "arguments": {"a": "}"}}</tool_call>' >"$corpus/request_json/generated-text"
 
 for target in gguf_metadata modelfile request_json; do
   echo "fuzzing $target for ${SECONDS_EACH}s" >&2

@@ -157,7 +157,7 @@ pub struct MockModel {
 
 impl MockModel {
     fn words(&self, request: &ValidRequest) -> Result<(Vec<String>, u32), EngineError> {
-        let text = self.render_request(&request)?;
+        let text = self.render_request(request)?;
         let prompt_tokens = text.split_whitespace().count() as u32;
         if prompt_tokens >= self.info.loaded_context {
             return Err(EngineError::PromptTooLong { prompt_tokens, ctx_size: self.info.loaded_context });

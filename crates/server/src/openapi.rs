@@ -181,7 +181,7 @@ fn schemas() -> Map<String, Value> {
     let anthropic_block = obj(&["type"], json!({
         "type": { "enum": ["text", "tool_use", "tool_result", "thinking", "redacted_thinking"] },
         "text": string(), "id": string(), "name": string(), "input": { "type": "object" }, "tool_use_id": string(),
-        "content": one_of(&[string(), array({ let t = obj(&["type", "text"], json!({ "type": { "const": "text" }, "text": string() })); t })]),
+        "content": one_of(&[string(), array(obj(&["type", "text"], json!({ "type": { "const": "text" }, "text": string() })))]),
         "is_error": boolean(), "thinking": string(), "signature": string(),
     }));
     let anthropic_message = obj(&["role", "content"], json!({
@@ -262,7 +262,7 @@ fn schemas() -> Map<String, Value> {
     put("Completion", obj(&["id", "object", "created", "model", "choices"], json!({
         "id": string(), "object": { "const": "text_completion" }, "created": int(), "model": string(),
         "choices": array(obj(&["index", "text"], json!({ "index": int(), "text": string(), "finish_reason": string(),
-            "logprobs": obj(&[], json!({ "tokens": array(string()), "token_logprobs": array(num()), "top_logprobs": array({ let m = json!({ "type": "object", "additionalProperties": num() }); m }), "text_offset": array(int()) })) }))),
+            "logprobs": obj(&[], json!({ "tokens": array(string()), "token_logprobs": array(num()), "top_logprobs": array(json!({ "type": "object", "additionalProperties": num() })), "text_offset": array(int()) })) }))),
         "usage": usage,
     })));
     put("EmbeddingsRequest", obj(&["model", "input"], json!({ "model": string(), "input": one_of(&[string(), array(string())]), "encoding_format": { "enum": ["float", "base64"] }, "dimensions": int() })));

@@ -24,6 +24,9 @@ fn register_font() {
 }
 
 /// Draws `reports` (this run first, then baselines) into `path`.
+/// A chart's quantity, read from one concurrency level.
+type Metric = fn(&super::bench_serve::Level) -> f64;
+
 pub fn draw(path: &Path, reports: &[&Report]) -> anyhow::Result<()> {
     register_font();
     let max_conc = reports.iter().flat_map(|r| r.levels.iter().map(|l| l.concurrency)).max().unwrap_or(1).max(2) as f64;
@@ -37,7 +40,7 @@ pub fn draw(path: &Path, reports: &[&Report]) -> anyhow::Result<()> {
     );
     let root = root.titled(&title, ("sans-serif", 22)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let panels = root.split_evenly((1, 2));
-    let metrics: [(&str, fn(&super::bench_serve::Level) -> f64); 2] =
+    let metrics: [(&str, Metric); 2] =
         [("output tokens/s", |l| l.output_throughput), ("TTFT p50 (ms)", |l| l.ttft_ms.p50)];
     for (panel, (name, metric)) in panels.iter().zip(metrics) {
         let max_y = reports.iter().flat_map(|r| r.levels.iter().map(metric)).fold(0.0f64, f64::max).max(1.0) * 1.1;

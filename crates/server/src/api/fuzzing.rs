@@ -1,6 +1,6 @@
 //! The request-decoding entry point of the `request_json` fuzz target (`fuzz/`).
 
-use super::{ollama, openai};
+use super::{anthropic, ollama, openai};
 use crate::service::{policy, ServiceRequest};
 
 /// Decodes `data` as every request body the dialects accept and runs what decodes through
@@ -32,6 +32,34 @@ pub fn decode_for_fuzzing(data: &[u8]) {
     }
     if let Ok(b) = serde_json::from_slice::<openai::types::CompletionBody>(data) {
         check(ServiceRequest::try_from(b));
+    }
+    if let Ok(b) = serde_json::from_slice::<anthropic::types::MessagesBody>(data) {
+        check(ServiceRequest::try_from(b));
+    }
+    if let Ok(b) = serde_json::from_slice::<anthropic::types::CountTokensBody>(data) {
+        check(ServiceRequest::try_from(b));
+    }
+    if let Ok(b) = serde_json::from_slice::<openai::responses::ResponsesBody>(data) {
+        check(openai::responses::convert(|_| None, b).map(|(req, _, _)| req));
+    }
+    // The output parser, on the bytes as generated text, fed in pieces of every size.
+    let text = String::from_utf8_lossy(data);
+    for piece in [1usize, 3, 7, 64] {
+        let mut parser = hyperllama_engine::parse::OutputParser::new(
+            true,
+            Some(hyperllama_engine::parse::ReasoningDelimiters::think()),
+            data.first().is_some_and(|b| b & 1 == 1),
+        );
+        let mut rest: &str = &text;
+        while !rest.is_empty() {
+            let mut cut = piece.min(rest.len());
+            while !rest.is_char_boundary(cut) {
+                cut += 1;
+            }
+            let _ = parser.push(&rest[..cut]);
+            rest = &rest[cut..];
+        }
+        let _ = parser.finish();
     }
     let _ = serde_json::from_slice::<ollama::types::EmbedBody>(data);
     let _ = serde_json::from_slice::<ollama::types::CreateBody>(data);

@@ -3,7 +3,7 @@
 //! Streams are server-sent events with named events (`message_start`, `content_block_delta`,
 //! ...); errors are `{"type": "error", "error": {"type", "message"}}`.
 
-mod convert;
+pub(crate) mod convert;
 mod handlers;
 pub(crate) mod types;
 

@@ -3,7 +3,7 @@
 
 pub(crate) mod convert;
 mod handlers;
-mod responses;
+pub(crate) mod responses;
 mod tokens;
 pub(crate) mod types;
 

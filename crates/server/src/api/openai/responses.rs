@@ -213,7 +213,7 @@ fn text_format(text: Option<&Value>) -> std::result::Result<Option<OutputFormat>
 
 /// What the response echoes of the request.
 #[derive(Clone)]
-struct Echo {
+pub(crate) struct Echo {
     model: String,
     instructions: Option<String>,
     max_output_tokens: Option<i64>,
@@ -231,11 +231,14 @@ struct Echo {
 }
 
 /// The request as the service's, the conversation's input items (for the store) and the echo.
-fn convert(state: &AppState, body: ResponsesBody) -> std::result::Result<(ServiceRequest, Vec<Value>, Echo), ApiError> {
+pub(crate) fn convert(
+    lookup: impl Fn(&str) -> Option<StoredResponse>,
+    body: ResponsesBody,
+) -> std::result::Result<(ServiceRequest, Vec<Value>, Echo), ApiError> {
     let model = body.model.filter(|m| !m.trim().is_empty()).ok_or_else(|| bad("`model` is required", "model"))?;
     let mut conversation = Vec::new();
     if let Some(prev) = &body.previous_response_id {
-        let stored = state.responses.get(prev).ok_or_else(|| {
+        let stored = lookup(prev).ok_or_else(|| {
             ApiError::new(ErrorKind::NotFound, "response_not_found", format!("Response with id '{prev}' not found."))
                 .with_param("previous_response_id")
         })?;
@@ -399,7 +402,7 @@ pub async fn create(
     DialectJson(body, _): Json<ResponsesBody>,
 ) -> Result<Response> {
     let stream = body.stream;
-    let (req, conversation, echo) = convert(&state, body)?;
+    let (req, conversation, echo) = convert(|id| state.responses.get(id), body)?;
     let generation = state.service.generate(req, &ctx).await?;
     let truncated = generation.truncated_messages();
     let id = new_id("resp_");
