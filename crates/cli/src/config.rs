@@ -167,6 +167,11 @@ pub struct ServeArgs {
     /// --threads. Default: --threads (docs/PERFORMANCE.md, "Thread split", measures 1).
     #[arg(long, env = "HYPERLLAMA_DECODE_THREADS")]
     pub decode_threads: Option<u32>,
+    /// llama.cpp's flash attention: "auto" (llama.cpp decides), "on" or "off". Default: off
+    /// on the CPU, where it halves decode speed at long contexts (docs/PERFORMANCE.md), auto
+    /// with a GPU.
+    #[arg(long, env = "HYPERLLAMA_FLASH_ATTN")]
+    pub flash_attn: Option<String>,
     /// API keys (repeat the flag, or comma-separate them in the variable): requests must send
     /// `Authorization: Bearer <key>` or `x-api-key`. Several keys allow rotation.
     #[arg(long = "api-key", env = "HYPERLLAMA_API_KEYS", value_delimiter = ',', hide_env_values = true)]
@@ -244,6 +249,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("cache_dir", "$HYPERLLAMA_HOME/cache"),
     ("speculative", "ngram"),
     ("decode_threads", "--threads"),
+    ("flash_attn", "off on the CPU, auto with a GPU"),
     ("api_keys", "none"),
     ("api_keys_file", "none"),
     ("rate_limit_rpm", "unlimited"),
@@ -304,6 +310,7 @@ pub struct Settings {
     pub cache_dir: Option<String>,
     pub speculative: Option<String>,
     pub decode_threads: Option<u32>,
+    pub flash_attn: Option<String>,
     pub api_keys: Vec<String>,
     pub api_keys_file: Option<PathBuf>,
     pub rate_limit_rpm: Option<u32>,
@@ -458,6 +465,7 @@ impl ServeArgs {
             cache_dir: m.cache_dir,
             speculative: m.speculative,
             decode_threads: m.decode_threads,
+            flash_attn: m.flash_attn,
             api_keys: m.api_keys,
             api_keys_file: m.api_keys_file,
             rate_limit_rpm: m.rate_limit_rpm,

@@ -15,7 +15,12 @@ pub async fn load_with(options: LoadOptions) -> Arc<dyn LoadedModel> {
 }
 
 pub async fn load() -> Arc<dyn LoadedModel> {
-    load_with(LoadOptions { path: model_path(), ctx_size: Some(1024), ..LoadOptions::default() }).await
+    // Flash attention on: several tests compare greedy runs whose prompts were computed in
+    // batches of different shapes (whole, or restored and the rest computed), bit for bit.
+    // Without flash attention llama.cpp's batched attention matmuls (llamafile's sgemm) sum in
+    // another order than one-row ones, so such runs may part at a near-tie (docs/PERFORMANCE.md).
+    let extra = vec![("flash_attn".to_string(), "on".to_string())];
+    load_with(LoadOptions { path: model_path(), ctx_size: Some(1024), extra, ..LoadOptions::default() }).await
 }
 
 /// `r`, validated as the service does before an engine sees it.

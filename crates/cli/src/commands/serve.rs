@@ -147,6 +147,12 @@ fn engine_options(settings: &Settings) -> anyhow::Result<Vec<(String, String)>> 
         }
         out.push(("decode_threads".into(), n.to_string()));
     }
+    if let Some(f) = &settings.flash_attn {
+        if !matches!(f.as_str(), "auto" | "on" | "off") {
+            anyhow::bail!("--flash-attn {f:?}: use auto, on or off");
+        }
+        out.push(("flash_attn".into(), f.clone()));
+    }
     Ok(out)
 }
 

@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::kvstate::{self, Layout, Segment};
 
-const MAGIC: &[u8] = b"HLKVCACHE1\n";
+const MAGIC: &[u8] = b"HLKVCACHE2\n";
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Header {

@@ -15,10 +15,14 @@
 //!   per layer with V: (i32 v_type, u64 v_row_bytes, cell_count rows of V)   (v_trans = 0)
 //! ```
 //!
+//! Without flash attention V is stored transposed (`v_trans = 1`), and each V layer is
+//! `(i32 v_type, u32 element bytes, u32 n_embd_v, then n_embd_v rows of cell_count elements)`:
+//! it is taken apart into the same per-token rows (element `j` of every cell gathered) and put
+//! back transposed.
+//!
 //! Only a sequence's own stream holds cells. Restoring reads the cells of whichever stream
 //! carries them into the destination sequence, so a segment is assembled as the first stream of
-//! a blob with the context's stream count. Transposed V (`v_trans = 1`, no flash attention) is
-//! not taken apart: the cache is off for such contexts.
+//! a blob with the context's stream count.
 
 /// What every segment of one model and context shares: the row sizes and types.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +34,9 @@ pub struct Layout {
     v: Vec<(i32, u64)>,
     /// Bytes of one cell's metadata.
     meta_stride: usize,
+    /// V transposed in the blob (no flash attention): per V layer, the bytes of one element
+    /// (a row is `row / element` elements).
+    v_trans: Option<Vec<u32>>,
 }
 
 impl Layout {
@@ -158,11 +165,15 @@ fn parse_stream(r: &mut Reader<'_>, cells: usize, stride: usize) -> Result<(Layo
     if v_trans > 1 || n_layer == 0 || n_layer > 4096 {
         return Err(StateError::Layout(format!("v_trans {v_trans}, {n_layer} layers")));
     }
-    if v_trans == 1 {
-        return Err(StateError::Layout("transposed V (no flash attention)".into()));
-    }
     let (n_rot_k, n_rot_v) = (r.u32()?, r.u32()?);
-    let mut layout = Layout { n_rot_k, n_rot_v, k: Vec::new(), v: Vec::new(), meta_stride: stride };
+    let mut layout = Layout {
+        n_rot_k,
+        n_rot_v,
+        k: Vec::new(),
+        v: Vec::new(),
+        meta_stride: stride,
+        v_trans: (v_trans == 1).then(Vec::new),
+    };
     let mut k = Vec::with_capacity(n_layer);
     let rows = |r: &mut Reader<'_>| -> Result<((i32, u64), Vec<u8>), StateError> {
         let ty = r.i32()?;
@@ -180,10 +191,29 @@ fn parse_stream(r: &mut Reader<'_>, cells: usize, stride: usize) -> Result<(Layo
     }
     // V layers until this stream's data ends: the rest of the blob is 4 bytes per empty stream.
     let mut v = Vec::new();
-    while r.buf.len() - r.at > 4 && looks_like_rows(r) {
-        let (l, d) = rows(r)?;
-        layout.v.push(l);
-        v.push(d);
+    if let Some(elements) = layout.v_trans.as_mut() {
+        while r.buf.len() - r.at > 4 && looks_like_transposed(r) {
+            let (ty, el, n_embd) = (r.i32()?, r.u32()? as usize, r.u32()? as usize);
+            let data = r.take(n_embd.checked_mul(cells).and_then(|x| x.checked_mul(el)).ok_or(StateError::Truncated(r.at))?)?;
+            // Element j of cell i is at (j * cells + i): gather each cell's elements into its row.
+            let row = n_embd * el;
+            let mut rows = vec![0u8; row * cells];
+            for j in 0..n_embd {
+                for i in 0..cells {
+                    let src = (j * cells + i) * el;
+                    rows[i * row + j * el..i * row + (j + 1) * el].copy_from_slice(&data[src..src + el]);
+                }
+            }
+            layout.v.push((ty, row as u64));
+            elements.push(el as u32);
+            v.push(rows);
+        }
+    } else {
+        while r.buf.len() - r.at > 4 && looks_like_rows(r) {
+            let (l, d) = rows(r)?;
+            layout.v.push(l);
+            v.push(d);
+        }
     }
     // Cells sorted by position; positions must be 0..n.
     let pos: Vec<i32> = (0..cells)
@@ -218,6 +248,18 @@ fn looks_like_rows(r: &Reader<'_>) -> bool {
     (0..256).contains(&ty) && row > 0 && row <= 1 << 24
 }
 
+/// Whether the next bytes start a transposed V layer (type, element size, width).
+fn looks_like_transposed(r: &Reader<'_>) -> bool {
+    let rest = &r.buf[r.at..];
+    if rest.len() < 12 {
+        return false;
+    }
+    let ty = i32::from_le_bytes(rest[0..4].try_into().unwrap_or_default());
+    let el = u32::from_le_bytes(rest[4..8].try_into().unwrap_or_default());
+    let n_embd = u32::from_le_bytes(rest[8..12].try_into().unwrap_or_default());
+    (0..256).contains(&ty) && matches!(el, 1 | 2 | 4) && (1..=1 << 16).contains(&n_embd)
+}
+
 /// Puts segments covering positions `0..n` back together as a blob for a context with
 /// `n_stream` streams, ready for `llama_state_seq_set_data`.
 pub fn assemble(layout: &Layout, segments: &[&Segment], n_stream: u32) -> Result<Vec<u8>, StateError> {
@@ -237,7 +279,7 @@ pub fn assemble(layout: &Layout, segments: &[&Segment], n_stream: u32) -> Result
     for s in segments {
         out.extend_from_slice(&s.meta);
     }
-    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&u32::from(layout.v_trans.is_some()).to_le_bytes());
     out.extend_from_slice(&(layout.k.len() as u32).to_le_bytes());
     out.extend_from_slice(&layout.n_rot_k.to_le_bytes());
     out.extend_from_slice(&layout.n_rot_v.to_le_bytes());
@@ -250,9 +292,28 @@ pub fn assemble(layout: &Layout, segments: &[&Segment], n_stream: u32) -> Result
     }
     for (l, (ty, row)) in layout.v.iter().enumerate() {
         out.extend_from_slice(&ty.to_le_bytes());
-        out.extend_from_slice(&row.to_le_bytes());
-        for s in segments {
-            out.extend_from_slice(&s.v[l]);
+        match &layout.v_trans {
+            None => {
+                out.extend_from_slice(&row.to_le_bytes());
+                for s in segments {
+                    out.extend_from_slice(&s.v[l]);
+                }
+            }
+            Some(elements) => {
+                let el = elements.get(l).copied().unwrap_or(2) as usize;
+                let row = *row as usize;
+                let n_embd = row / el;
+                out.extend_from_slice(&(el as u32).to_le_bytes());
+                out.extend_from_slice(&(n_embd as u32).to_le_bytes());
+                // Row j: element j of every cell, in position order.
+                for j in 0..n_embd {
+                    for s in segments {
+                        for i in 0..s.cells {
+                            out.extend_from_slice(&s.v[l][i * row + j * el..i * row + (j + 1) * el]);
+                        }
+                    }
+                }
+            }
         }
     }
     for _ in 1..n_stream.max(1) {
@@ -273,6 +334,16 @@ pub fn encode(layout: &Layout, seg: &Segment) -> Vec<u8> {
     for (ty, row) in layout.k.iter().chain(&layout.v) {
         out.extend_from_slice(&ty.to_le_bytes());
         out.extend_from_slice(&row.to_le_bytes());
+    }
+    // Transposed V: each layer's element size (none when V is not transposed).
+    match &layout.v_trans {
+        None => put32(&mut out, 0),
+        Some(elements) => {
+            put32(&mut out, 1);
+            for el in elements {
+                put32(&mut out, *el);
+            }
+        }
     }
     put32(&mut out, seg.start);
     put32(&mut out, seg.cells as u32);
@@ -298,6 +369,16 @@ pub fn decode(bytes: &[u8]) -> Result<(Layout, Segment), StateError> {
         }
         sizes.push((ty, row));
     }
+    let v_trans = match r.u32()? {
+        0 => None,
+        1 => Some((0..nv).map(|_| r.u32()).collect::<Result<Vec<u32>, _>>()?),
+        other => return Err(StateError::Layout(format!("v_trans {other}"))),
+    };
+    if let Some(elements) = &v_trans {
+        if elements.iter().zip(&sizes[nk..]).any(|(el, (_, row))| !matches!(el, 1 | 2 | 4) || row % u64::from(*el) != 0) {
+            return Err(StateError::Layout("transposed V element sizes".into()));
+        }
+    }
     let (start, cells) = (r.u32()?, r.u32()? as usize);
     let meta = r.take(cells.checked_mul(stride).ok_or(StateError::Truncated(r.at))?)?.to_vec();
     let mut data = Vec::with_capacity(nk + nv);
@@ -308,7 +389,8 @@ pub fn decode(bytes: &[u8]) -> Result<(Layout, Segment), StateError> {
         return Err(StateError::Layout("trailing bytes".into()));
     }
     let v = data.split_off(nk);
-    let layout = Layout { n_rot_k, n_rot_v, k: sizes[..nk].to_vec(), v: sizes[nk..].to_vec(), meta_stride: stride };
+    let layout =
+        Layout { n_rot_k, n_rot_v, k: sizes[..nk].to_vec(), v: sizes[nk..].to_vec(), meta_stride: stride, v_trans };
     Ok((layout, Segment { start, cells, meta, k: data, v }))
 }
 
@@ -371,6 +453,66 @@ pub(crate) mod tests {
         assert!(assemble(&layout, &[&a, &c], 4).is_err());
         // The disk payload round-trips.
         assert_eq!(decode(&encode(&layout, &b2)).expect("decodes"), (layout.clone(), b2));
+    }
+
+    /// [`blob`] with V transposed (no flash attention): each V layer `n_embd` elements of `el`
+    /// bytes per cell, stored row by row.
+    pub fn transposed_blob(n_stream: u32, stream: u32, order: &[i32], layers: usize, n_embd: usize, el: usize) -> Vec<u8> {
+        let cells = order.len();
+        let row = (n_embd * el) as u64;
+        let mut out = Vec::new();
+        out.extend_from_slice(&IO_MAGIC.to_le_bytes());
+        out.extend_from_slice(&(stream as i32).to_le_bytes());
+        out.extend_from_slice(&n_stream.to_le_bytes());
+        for s in 0..n_stream {
+            if s != stream {
+                out.extend_from_slice(&0u32.to_le_bytes());
+                continue;
+            }
+            out.extend_from_slice(&(cells as u32).to_le_bytes());
+            for &p in order {
+                out.extend_from_slice(&p.to_le_bytes());
+                out.extend_from_slice(&1u32.to_le_bytes());
+                out.extend_from_slice(&(stream as i32).to_le_bytes());
+            }
+            for x in [1u32, layers as u32, 0, 0] {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            for l in 0..layers {
+                out.extend_from_slice(&1i32.to_le_bytes());
+                out.extend_from_slice(&row.to_le_bytes());
+                for &p in order {
+                    out.extend((0..row).map(|b| 64 + l as u8 * 8 + (p as u8).wrapping_add(b as u8)));
+                }
+            }
+            for l in 0..layers {
+                out.extend_from_slice(&1i32.to_le_bytes());
+                out.extend_from_slice(&(el as u32).to_le_bytes());
+                out.extend_from_slice(&(n_embd as u32).to_le_bytes());
+                for j in 0..n_embd {
+                    for &p in order {
+                        out.extend((0..el).map(|b| 128 + l as u8 * 16 + (j as u8) * 4 + (p as u8).wrapping_add(b as u8)));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn transposed_v_comes_apart_and_back_together_byte_for_byte() {
+        let b = transposed_blob(2, 0, &[0, 1, 2, 3, 4], 2, 3, 2);
+        let (layout, seg) = parse(&b).expect("parses");
+        assert_eq!(seg.cells, 5);
+        assert_eq!(assemble(&layout, &[&seg], 2).expect("assembles"), b, "the very bytes llama.cpp wrote");
+        let (a, c) = (seg.slice(&layout, 0, 3), seg.slice(&layout, 3, 5));
+        assert_eq!(assemble(&layout, &[&a, &c], 2).expect("pieces"), b);
+        let prefix = assemble(&layout, &[&a], 2).expect("prefix");
+        assert_eq!(parse(&prefix).expect("a valid state").1, a);
+        assert_eq!(decode(&encode(&layout, &c)).expect("decodes"), (layout.clone(), c));
+        // Cells stored out of position order are gathered the same way.
+        let shuffled = transposed_blob(2, 0, &[3, 0, 4, 1, 2], 2, 3, 2);
+        assert_eq!(parse(&shuffled).expect("parses").1, seg);
     }
 
     #[test]
