@@ -35,7 +35,9 @@ class Term:
                 try:
                     self.buf += os.read(self.master, 65536)
                 except OSError:
-                    break
+                    # The terminal closed: the program exited.
+                    raise AssertionError(f"the program exited (status {self.proc.wait()}) before {needle!r}; "
+                                         f"screen: {self.buf[-2000:]!r}")
         idx = self.buf.index(needle) + len(needle)
         out, self.buf = self.buf[:idx], self.buf[idx:]
         return out
@@ -74,3 +76,26 @@ def chat(t):
     t.read_until(b">>> ")
     t.send(b"/bye\r")
     assert t.proc.wait(timeout=30) == 0
+
+
+def test_a_refused_turn_keeps_the_session(server, oc):
+    oc.create(model="smol-tiny", from_="smol", parameters={"num_ctx": 64, "truncate": False, "num_predict": 4})
+    env = dict(os.environ, HYPERLLAMA_HOST=server)
+    t = Term([str(BINARY), "run", "smol-tiny"], env)
+    try:
+        t.read_until(b">>> Chatting")
+        t.read_until(b">>> ")
+        t.send(b"word " * 200 + b"\r")
+        refused = t.read_until(b">>> ")
+        assert b"Error:" in refused and b"context" in refused, refused
+        # The refused input was forgotten: a short one fits now.
+        t.send(b"Hi\r")
+        answer = t.read_until(b">>> ")
+        assert b"Error" not in answer, answer
+        t.send(b"/bye\r")
+        assert t.proc.wait(timeout=30) == 0
+    finally:
+        if t.proc.poll() is None:
+            t.proc.kill()
+            t.proc.wait()
+    oc.delete("smol-tiny")

@@ -163,11 +163,13 @@ def test_truncate_and_clamp(oc):
             {"role": "user", "content": "word " * 900}, {"role": "assistant", "content": "fine"},
             {"role": "user", "content": "What is the capital of France?"}]
     with pytest.raises(ollama.ResponseError, match="context") as e:
-        oc.chat(model="smol", messages=long, options={"num_predict": 4})
+        oc.chat(model="smol", messages=long, options={"num_predict": 4, "truncate": False})
     assert e.value.status_code == 400
-    r = oc.chat(model="smol", messages=long, options={"num_predict": 4, "truncate": True, "temperature": 0})
-    # The oldest messages went: the prompt fits the 2048-token context now.
-    assert r.done and 0 < r.prompt_eval_count < 2048
+    # Ollama drops the oldest messages by default, as `truncate: true` asks.
+    for options in ({"num_predict": 4, "temperature": 0}, {"num_predict": 4, "truncate": True, "temperature": 0}):
+        r = oc.chat(model="smol", messages=long, options=options)
+        # The oldest messages went: the prompt fits the 2048-token context now.
+        assert r.done and 0 < r.prompt_eval_count < 2048
     # Ollama clamps an output limit past the context instead of refusing it.
     r = oc.generate(model="smol", prompt="Count to ten.", options={"num_predict": 100000, "num_ctx": 64,
                                                                     "temperature": 0})

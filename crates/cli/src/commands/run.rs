@@ -150,12 +150,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         history.push(json!({ "role": "user", "content": input }));
         let body = base(&history);
         tokio::select! {
-            r = chat_turn(&c, &body, true) => {
-                let (answer, stats) = r?;
-                println!("\n");
-                if args.verbose { print_stats(&stats); }
-                history.push(json!({ "role": "assistant", "content": answer }));
-            }
+            r = chat_turn(&c, &body, true) => match r {
+                Ok((answer, stats)) => {
+                    println!("\n");
+                    if args.verbose { print_stats(&stats); }
+                    history.push(json!({ "role": "assistant", "content": answer }));
+                }
+                // A refused turn (a 4xx, the server gone) ends that turn, not the session:
+                // the input is forgotten and the user can try again.
+                Err(e) => {
+                    eprintln!("\nError: {e:#}\n");
+                    history.pop();
+                }
+            },
             _ = tokio::signal::ctrl_c() => {
                 // Dropping the request cancels the generation on the server.
                 println!("\n(stopped)\n");

@@ -52,7 +52,7 @@ pub fn prepare(req: &ServiceRequest, manifest: &Manifest) -> Result<Prepared, Ap
             (tools, ToolRequirement::Named(name.clone()))
         }
     };
-    Ok(Prepared { request, load: load_overrides(&knobs)?, truncate: knobs.truncate.unwrap_or(false) })
+    Ok(Prepared { request, load: load_overrides(&knobs)?, truncate: knobs.truncate.unwrap_or(req.overflow.truncate) })
 }
 
 fn prompt(input: &Input, manifest: &Manifest) -> Result<Prompt, ApiError> {

@@ -194,6 +194,9 @@ pub struct Overflow {
     /// A `max_tokens` larger than what fits after the prompt is cut to fit (Ollama) instead
     /// of refused with a 400 (OpenAI, Anthropic).
     pub clamp_output: bool,
+    /// Whether a chat that does not fit drops its oldest messages when neither the request
+    /// nor the Modelfile says (`truncate`): Ollama does, OpenAI and Anthropic refuse.
+    pub truncate: bool,
 }
 
 /// One generation, as every dialect asks for it.

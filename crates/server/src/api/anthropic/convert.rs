@@ -244,7 +244,7 @@ impl TryFrom<MessagesBody> for ServiceRequest {
         req.tools = tools(&body.tools)?;
         (req.tool_choice, req.parallel_tool_calls) = tool_choice(body.tool_choice.as_ref())?;
         req.think = thinking(body.thinking.as_ref())?;
-        req.overflow = Overflow { clamp_output: false };
+        req.overflow = Overflow { clamp_output: false, truncate: false };
         Ok(req)
     }
 }

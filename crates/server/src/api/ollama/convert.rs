@@ -72,7 +72,7 @@ impl TryFrom<GenerateBody> for ServiceRequest {
         req.keep_alive = keep_alive(body.keep_alive.as_ref())?;
         req.think = think;
         req.logprobs = logprobs;
-        req.overflow = Overflow { clamp_output: true };
+        req.overflow = Overflow { clamp_output: true, truncate: true };
         Ok(req)
     }
 }
@@ -91,7 +91,7 @@ impl TryFrom<ChatBody> for ServiceRequest {
         req.keep_alive = keep_alive(body.keep_alive.as_ref())?;
         req.think = think;
         req.logprobs = logprobs;
-        req.overflow = Overflow { clamp_output: true };
+        req.overflow = Overflow { clamp_output: true, truncate: true };
         Ok(req)
     }
 }
