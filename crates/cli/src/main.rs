@@ -37,6 +37,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Print a model's tokens for a text (in-process), or just their number with --count.
     Tokenize(commands::tokenize::TokenizeArgs),
+    /// Render a chat template (a model's or a .jinja file) for messages, as the server does.
+    Template(commands::template::TemplateArgs),
     /// Measure load time, time to first token, prompt and decode speed of a model in-process.
     Bench(commands::bench::BenchArgs),
     /// Start the server: Ollama-compatible /api and OpenAI-compatible /v1 on 127.0.0.1:11434.
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Tokenize(a) => runtime().and_then(|rt| rt.block_on(commands::tokenize::run(a))),
+        Command::Template(a) => runtime().and_then(|rt| rt.block_on(commands::template::run(a))),
         Command::Serve(a) => {
             let sub = matches.subcommand_matches("serve").cloned().unwrap_or_default();
             runtime().and_then(|rt| rt.block_on(commands::serve::run(a, &sub)))

@@ -18,6 +18,7 @@ mod error;
 pub mod mock;
 pub mod parse;
 mod stop;
+mod pyfmt;
 mod template;
 pub mod tools;
 
@@ -32,7 +33,7 @@ use serde::Serialize;
 pub use detok::Utf8Decoder;
 pub use error::EngineError;
 pub use stop::StopMatcher;
-pub use template::{ChatTemplate, TemplateError};
+pub use template::{fallback_chat, ChatTemplate, TemplateError, FALLBACK_TEMPLATE_NAME};
 
 /// The tokens of one generation, ending with [`TokenEvent::Done`] unless an error cuts it short.
 /// Dropping it cancels the generation.
@@ -183,10 +184,11 @@ fn render_with_reasoning(
 ) -> Result<String, EngineError> {
     match prompt {
         hyperllama_core::Prompt::Raw(text) => Ok(text.clone()),
-        hyperllama_core::Prompt::Chat(messages) => {
-            let template = template.ok_or(TemplateError::Missing)?;
-            Ok(template.render_with_reasoning(messages, tools, true, reasoning)?)
-        }
+        hyperllama_core::Prompt::Chat(messages) => match template {
+            Some(template) => Ok(template.render_with_reasoning(messages, tools, true, reasoning)?),
+            // A base model: the plain transcript a base model continues best.
+            None => Ok(template::fallback_chat(messages, tools)),
+        },
     }
 }
 

@@ -21,12 +21,49 @@ pub fn with_tool_instructions(messages: &[Message], tools: &[ToolSpec]) -> Vec<M
          Otherwise, answer normally.",
         serde_json::to_string(&specs).unwrap_or_default()
     );
-    let mut out = messages.to_vec();
+    let mut out = as_plain_history(messages);
     match out.first_mut() {
         Some(m) if m.role == Role::System => m.content = format!("{}\n\n{instructions}", m.content),
         _ => out.insert(0, Message::system(instructions)),
     }
     out
+}
+
+/// A history with tool calls and results written in the same convention, for templates that
+/// know neither: an assistant's calls become `<tool_call>{json}</tool_call>` lines of its
+/// text, a tool's result a user turn `<tool_response>...</tool_response>`, and consecutive
+/// user turns are joined, so templates that insist on alternating roles accept it.
+pub fn as_plain_history(messages: &[Message]) -> Vec<Message> {
+    let mut out: Vec<Message> = Vec::with_capacity(messages.len());
+    for m in messages {
+        let mut m = m.clone();
+        if !m.tool_calls.is_empty() {
+            for c in std::mem::take(&mut m.tool_calls) {
+                let call = serde_json::json!({ "name": c.name, "arguments": c.arguments });
+                if !m.content.is_empty() {
+                    m.content.push('\n');
+                }
+                m.content.push_str(&format!("<tool_call>{call}</tool_call>"));
+            }
+        }
+        if m.role == Role::Tool {
+            m = Message::user(format!("<tool_response>\n{}\n</tool_response>", m.content));
+        }
+        match out.last_mut() {
+            Some(prev) if prev.role == Role::User && m.role == Role::User => {
+                prev.content.push_str("\n");
+                prev.content.push_str(&m.content);
+            }
+            _ => out.push(m),
+        }
+    }
+    out
+}
+
+/// Whether a history carries tool calls or results (which a template without tool support
+/// cannot show as they are).
+pub fn has_tool_turns(messages: &[Message]) -> bool {
+    messages.iter().any(|m| m.role == Role::Tool || !m.tool_calls.is_empty())
 }
 
 /// The tool calls in `text`, or `None` when it is an ordinary answer.
@@ -83,6 +120,20 @@ mod tests {
         assert_eq!(bare[0].arguments["x"], 1);
         assert!(parse_tool_calls("The weather in Paris is sunny.").is_none());
         assert!(parse_tool_calls("{\"answer\": 42}").is_none());
+    }
+
+    #[test]
+    fn tool_turns_become_plain_alternating_turns() {
+        let mut call = Message::assistant("");
+        call.tool_calls = vec![ToolCall::new("get_weather", serde_json::json!({"city": "Paris"}))];
+        let mut result = Message::user("{\"temp\": 21}");
+        result.role = Role::Tool;
+        let plain = as_plain_history(&[Message::user("Weather?"), call, result, Message::user("Tomorrow?")]);
+        let roles: Vec<Role> = plain.iter().map(|m| m.role).collect();
+        assert_eq!(roles, [Role::User, Role::Assistant, Role::User]);
+        assert_eq!(plain[1].content, "<tool_call>{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}</tool_call>");
+        assert_eq!(plain[2].content, "<tool_response>\n{\"temp\": 21}\n</tool_response>\nTomorrow?");
+        assert!(plain.iter().all(|m| m.tool_calls.is_empty()));
     }
 
     #[test]

@@ -7,4 +7,5 @@ pub mod info;
 pub mod models;
 pub mod run;
 pub mod serve;
+pub mod template;
 pub mod tokenize;

@@ -210,6 +210,11 @@ impl Service {
         acquired: &Acquired,
     ) -> Result<Fitted, ApiError> {
         let model = acquired.model.clone();
+        // A model without a chat template (a base model) completes a prompt as it is, as
+        // Ollama's default template (`{{ .Prompt }}`) does; a chat gets a plain transcript.
+        if let (Input::Prompt(p), Prompt::Chat(_), None) = (&req.input, &request.prompt, &model.info().chat_template) {
+            request.prompt = Prompt::Raw(p.text.clone());
+        }
         let delimiters = reasoning(req, &mut request, acquired)?;
         let overflow = req.overflow;
         let name = acquired.name.clone();

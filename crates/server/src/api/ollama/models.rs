@@ -191,7 +191,10 @@ pub async fn show(State(state): State<AppState>, DialectJson(body, _): Json<Mode
         "license": m.license.clone().unwrap_or_default(),
         "modelfile": modelfile(&state, m),
         "parameters": parameters_text(m),
-        "template": template.clone().unwrap_or_default(),
+        // Without a chat template: prompts pass through (Ollama's default template) and chats
+        // are rendered as a plain transcript; `chat_format` says which is in use.
+        "template": template.clone().unwrap_or_else(|| "{{ .Prompt }}".into()),
+        "chat_format": if template.is_some() { "template" } else { hyperllama_engine::FALLBACK_TEMPLATE_NAME },
         "system": m.system.clone().unwrap_or_default(),
         "details": details_json(Some(&facts), false),
         "messages": messages,
