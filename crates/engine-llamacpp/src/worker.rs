@@ -209,6 +209,37 @@ struct Worker<'m> {
     /// Milliseconds per prompt token, measured, for the adaptive step budget.
     ms_per_prompt_token: f64,
     n_vocab: usize,
+    /// Control tokens shown as text (see [`SHOWN_CONTROL_TOKENS`]).
+    shown_controls: std::collections::HashSet<i32>,
+}
+
+/// Control tokens that mark tool calls and reasoning in some families' output (Mistral's
+/// `[TOOL_CALLS]`, `[ARGS]`, `[CALL_ID]`, `[THINK]`; Llama 3's `<|python_tag|>`; `<think>`
+/// and `<tool_call>` where a GGUF marks them control): streamed as text so the output parser
+/// sees them, as llama-server's preserved tokens are. Other control tokens stay hidden.
+const SHOWN_CONTROL_TOKENS: &[&str] = &[
+    "[TOOL_CALLS]",
+    "[ARGS]",
+    "[CALL_ID]",
+    "[THINK]",
+    "[/THINK]",
+    "<|python_tag|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<think>",
+    "</think>",
+];
+
+fn shown_controls(model: &LlamaModel) -> std::collections::HashSet<i32> {
+    let vocab = model.vocab();
+    vocab
+        .tokens()
+        .filter(|&t| vocab.is_control(t) && !vocab.is_eog(t))
+        .filter(|&t| {
+            vocab.text(t).and_then(|c| c.to_str().ok()).is_some_and(|text| SHOWN_CONTROL_TOKENS.contains(&text))
+        })
+        .map(|t| t.0)
+        .collect()
 }
 
 /// Everything the compute thread starts with.
@@ -238,6 +269,7 @@ pub(crate) fn run(model: &LlamaModel, spec: WorkerSpec) {
         ctx,
         batch: LlamaBatch::new(config.max_step_tokens, 1),
         n_vocab: usize::try_from(model.n_vocab()).unwrap_or(0),
+        shown_controls: shown_controls(model),
         config,
         lanes,
         waiting: VecDeque::new(),
@@ -903,7 +935,7 @@ impl Worker<'_> {
         let logprobs = want.map(|(n, temperature)| Box::new(self.logprobs(at, token, n, temperature)));
         // Every position of the lane is used: this token (which needs no position) is the last.
         let ctx_full = self.lanes[idx].resident.len() >= self.config.ctx_per_seq;
-        let piece = vocab.token_to_piece(token, false, None);
+        let piece = vocab.token_to_piece(token, self.shown_controls.contains(&token.0), None);
         enum Outcome {
             Go,
             Stopped,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyperllama_core::{GenerateRequest, KeepAlive, Prompt, Reasoning, Role};
-use hyperllama_engine::parse::{OutputParser, ReasoningDelimiters};
+use hyperllama_engine::parse::{OutputParser, ReasoningDelimiters, ToolFormat};
 use hyperllama_engine::{Embeddings, EngineError};
 
 pub use generation::{Collected, Final, Generation, OutputPolicy, Piece};
@@ -89,7 +89,8 @@ impl Service {
             self.metrics.count_truncated(&acquired.name);
         }
         let policy = |fitted: &Fitted| OutputPolicy {
-            parser: OutputParser::new(!fitted.request.tools.is_empty(), fitted.delimiters.clone(), fitted.starts_in_reasoning),
+            parser: OutputParser::new(!fitted.request.tools.is_empty(), fitted.delimiters.clone(), fitted.starts_in_reasoning)
+                .with_tools(fitted.tool_format, &fitted.request.tools),
             show_reasoning: req.think.enabled != Some(false),
             truncated_messages: fitted.truncated_messages,
             prompt_tokens: fitted.prompt_tokens,
@@ -216,6 +217,7 @@ impl Service {
             request.prompt = Prompt::Raw(p.text.clone());
         }
         let delimiters = reasoning(req, &mut request, acquired)?;
+        let tool_format = model.info().chat_template.as_deref().map(ToolFormat::from_template).unwrap_or_default();
         let overflow = req.overflow;
         let name = acquired.name.clone();
         tokio::task::spawn_blocking(move || {
@@ -226,6 +228,7 @@ impl Service {
                     request,
                     delimiters,
                     starts_in_reasoning: false,
+                    tool_format,
                     truncated_messages: 0,
                     prompt_tokens: None,
                 });
@@ -257,6 +260,7 @@ impl Service {
                         request,
                         delimiters,
                         starts_in_reasoning,
+                        tool_format,
                         truncated_messages: dropped,
                         prompt_tokens: Some(prompt_tokens as u32),
                     });
@@ -340,6 +344,8 @@ struct Fitted {
     request: GenerateRequest,
     delimiters: Option<ReasoningDelimiters>,
     starts_in_reasoning: bool,
+    /// How the model writes tool calls (from its template).
+    tool_format: ToolFormat,
     truncated_messages: usize,
     /// Counted here (local engines).
     prompt_tokens: Option<u32>,
