@@ -214,8 +214,9 @@ struct Worker<'m> {
 }
 
 /// Control tokens that mark tool calls and reasoning in some families' output (Mistral's
-/// `[TOOL_CALLS]`, `[ARGS]`, `[CALL_ID]`, `[THINK]`; Llama 3's `<|python_tag|>`; `<think>`
-/// and `<tool_call>` where a GGUF marks them control): streamed as text so the output parser
+/// `[TOOL_CALLS]`, `[ARGS]`, `[CALL_ID]`, `[THINK]`; Llama 3's `<|python_tag|>`; gpt-oss's
+/// harmony markers; DeepSeek-R1's call markers; `<think>` and `<tool_call>` where a GGUF
+/// marks them control): streamed as text so the output parser
 /// sees them, as llama-server's preserved tokens are. Other control tokens stay hidden.
 const SHOWN_CONTROL_TOKENS: &[&str] = &[
     "[TOOL_CALLS]",
@@ -228,6 +229,18 @@ const SHOWN_CONTROL_TOKENS: &[&str] = &[
     "</tool_call>",
     "<think>",
     "</think>",
+    // gpt-oss (harmony); its `<|call|>` and `<|return|>` end the turn and stay hidden.
+    "<|channel|>",
+    "<|message|>",
+    "<|start|>",
+    "<|end|>",
+    "<|constrain|>",
+    // DeepSeek-R1
+    "<｜tool▁calls▁begin｜>",
+    "<｜tool▁call▁begin｜>",
+    "<｜tool▁sep｜>",
+    "<｜tool▁call▁end｜>",
+    "<｜tool▁calls▁end｜>",
 ];
 
 fn shown_controls(model: &LlamaModel) -> std::collections::HashSet<i32> {

@@ -50,6 +50,13 @@ impl ReasoningDelimiters {
 const CALL_OPEN: &str = "<tool_call>";
 const CALL_CLOSE: &str = "</tool_call>";
 const MISTRAL_CALLS: &str = "[TOOL_CALLS]";
+const DEEPSEEK_CALLS: &str = "<｜tool▁calls▁begin｜>";
+const DEEPSEEK_SEP: &str = "<｜tool▁sep｜>";
+const DEEPSEEK_CALL_END: &str = "<｜tool▁call▁end｜>";
+/// gpt-oss (harmony): a message is `[<|start|>assistant][ to=R]<|channel|>CH[ to=R][ <|constrain|>json]<|message|>BODY<|end|>`.
+const HARMONY_CHANNEL: &str = "<|channel|>";
+const HARMONY_MESSAGE: &str = "<|message|>";
+const HARMONY_END: &str = "<|end|>";
 /// Llama 3.x's marker before a call (`<|python_tag|>{"name": ..., "parameters": ...}`).
 const PYTHON_TAG: &str = "<|python_tag|>";
 
@@ -68,16 +75,36 @@ pub enum ToolFormat {
     /// Small 3.2, Devstral, Magistral), to the end of the output. `<tool_call>` is read too
     /// (a call forced by a grammar is written that way).
     Mistral,
+    /// DeepSeek-R1's `<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME`
+    /// then the arguments in a ```json fence, `<｜tool▁call▁end｜>` per call.
+    DeepSeekR1,
+    /// gpt-oss's harmony messages: the `analysis` channel is reasoning, `final` (and a
+    /// `commentary` preamble) the answer, a message to `functions.NAME` a call whose body is
+    /// its JSON arguments. Read whether or not tools were offered.
+    Harmony,
 }
 
 impl ToolFormat {
     pub fn from_template(source: &str) -> Self {
-        if source.contains(MISTRAL_CALLS) {
+        if source.contains(HARMONY_CHANNEL) {
+            Self::Harmony
+        } else if source.contains(DEEPSEEK_CALLS) {
+            Self::DeepSeekR1
+        } else if source.contains(MISTRAL_CALLS) {
             Self::Mistral
         } else {
             Self::Hermes
         }
     }
+}
+
+/// Where a harmony message's text goes.
+#[derive(Debug, Clone, PartialEq)]
+enum HarmonyBody {
+    Reasoning,
+    Content,
+    /// A call: its index and the arguments so far.
+    Call { index: usize, name: String, args: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,8 +117,13 @@ enum State {
     Call(CallState),
     /// The answer began like JSON with tools on offer: held to the end.
     BareJson,
-    /// After Mistral's `[TOOL_CALLS]`: everything to the end is calls, read at the end.
-    MistralCalls,
+    /// After Mistral's `[TOOL_CALLS]` or DeepSeek's `<｜tool▁calls▁begin｜>` (the marker):
+    /// everything to the end is calls, read at the end.
+    HeldCalls(&'static str),
+    /// A harmony message's header (before `<|message|>`).
+    HarmonyHeader,
+    /// A harmony message's body (before `<|end|>`).
+    HarmonyBody(HarmonyBody),
     /// After a call's closing tag; only whitespace or another call is expected.
     AfterCall,
 }
@@ -149,6 +181,9 @@ impl OutputParser {
     /// of formats that write them as text).
     pub fn with_tools(mut self, format: ToolFormat, tools: &[ToolSpec]) -> Self {
         self.format = format;
+        if format == ToolFormat::Harmony {
+            self.state = State::HarmonyHeader;
+        }
         self.schemas = tools
             .iter()
             .map(|t| {
@@ -171,6 +206,8 @@ impl OutputParser {
         match self.format {
             ToolFormat::Hermes => &[CALL_OPEN],
             ToolFormat::Mistral => &[CALL_OPEN, MISTRAL_CALLS],
+            ToolFormat::DeepSeekR1 => &[CALL_OPEN, DEEPSEEK_CALLS],
+            ToolFormat::Harmony => &[],
         }
     }
 
@@ -215,15 +252,28 @@ impl OutputParser {
                     None => push_content(&mut out, held),
                 }
             }
-            State::MistralCalls => {
+            State::HeldCalls(marker) => {
                 let held = std::mem::take(&mut self.pending);
-                match parse_mistral_calls(&held) {
+                let calls = if marker == DEEPSEEK_CALLS { parse_deepseek_calls(&held) } else { parse_mistral_calls(&held) };
+                match calls {
                     Some(calls) => self.emit_whole(calls, &mut out),
                     None => {
-                        tracing_warn(&format!("a {MISTRAL_CALLS} call could not be read; kept as text"));
-                        push_content(&mut out, format!("{MISTRAL_CALLS}{held}"));
+                        tracing_warn(&format!("a {marker} call could not be read; kept as text"));
+                        push_content(&mut out, format!("{marker}{held}"));
                     }
                 }
+            }
+            State::HarmonyHeader => {
+                // A header never finished: a model that did not write harmony at all (text),
+                // or one cut short in a header (dropped).
+                let held = std::mem::take(&mut self.pending);
+                if !held.contains("<|") {
+                    push_content(&mut out, held);
+                }
+            }
+            State::HarmonyBody(body) => {
+                let rest = std::mem::take(&mut self.pending);
+                self.harmony_text(body, rest, true, &mut out);
             }
             State::Reasoning => {
                 let rest = std::mem::take(&mut self.pending);
@@ -246,7 +296,9 @@ impl OutputParser {
                 State::Text => self.text(out, at_end),
                 State::Reasoning => self.reasoning(out, at_end),
                 State::Call(c) => self.call(c, out),
-                State::BareJson | State::MistralCalls => false,
+                State::BareJson | State::HeldCalls(_) => false,
+                State::HarmonyHeader => self.harmony_header(out, at_end),
+                State::HarmonyBody(body) => self.harmony_body(body, out, at_end),
                 State::AfterCall => self.after_call(),
             };
             if !progressed {
@@ -313,7 +365,11 @@ impl OutputParser {
                 let rest = self.pending[at + marker.len()..].to_string();
                 push_content(out, before);
                 self.pending = rest;
-                self.state = if marker == MISTRAL_CALLS { State::MistralCalls } else { State::Call(CallState::default()) };
+                self.state = match marker {
+                    MISTRAL_CALLS => State::HeldCalls(MISTRAL_CALLS),
+                    DEEPSEEK_CALLS => State::HeldCalls(DEEPSEEK_CALLS),
+                    _ => State::Call(CallState::default()),
+                };
                 return true;
             }
         }
@@ -431,6 +487,82 @@ impl OutputParser {
         }
     }
 
+    /// A harmony header: waits for `<|message|>`, then decides where the body goes.
+    fn harmony_header(&mut self, out: &mut Vec<Parsed>, at_end: bool) -> bool {
+        let Some(at) = self.pending.find(HARMONY_MESSAGE) else {
+            // Text with no harmony marker at all is an answer: stream it as one.
+            if !self.pending.contains("<|") && self.pending.len() > 64 && !at_end {
+                self.state = State::HarmonyBody(HarmonyBody::Content);
+                return true;
+            }
+            return false;
+        };
+        let header = self.pending[..at].to_string();
+        self.pending = self.pending[at + HARMONY_MESSAGE.len()..].to_string();
+        let field = |key: &str| {
+            header.find(key).map(|i| {
+                let v = &header[i + key.len()..];
+                let end = v.find(|c: char| c.is_whitespace() || c == '<').unwrap_or(v.len());
+                v[..end].to_string()
+            })
+        };
+        let channel = field(HARMONY_CHANNEL).unwrap_or_default();
+        let body = match field("to=") {
+            Some(recipient) if !recipient.is_empty() => {
+                // `to=functions.NAME` (a built-in tool's recipient, `browser.search`, as is);
+                // a `json` glued to the name by the model is the constraint, not the name.
+                let name = recipient.strip_prefix("functions.").unwrap_or(&recipient);
+                let name = name.strip_suffix("json").filter(|n| !n.is_empty() && header.contains("json<")).unwrap_or(name);
+                let index = self.calls;
+                self.calls += 1;
+                out.push(Parsed::ToolStart { index, name: name.to_string() });
+                HarmonyBody::Call { index, name: name.to_string(), args: String::new() }
+            }
+            _ if channel == "analysis" => HarmonyBody::Reasoning,
+            _ => HarmonyBody::Content,
+        };
+        self.state = State::HarmonyBody(body);
+        true
+    }
+
+    /// A harmony body: streams it to its place until `<|end|>`.
+    fn harmony_body(&mut self, body: HarmonyBody, out: &mut Vec<Parsed>, at_end: bool) -> bool {
+        if let Some(at) = self.pending.find(HARMONY_END) {
+            let text = self.pending[..at].to_string();
+            self.pending = self.pending[at + HARMONY_END.len()..].to_string();
+            self.harmony_text(body, text, true, out);
+            self.state = State::HarmonyHeader;
+            return true;
+        }
+        let keep = if at_end { 0 } else { partial_suffix(&self.pending, HARMONY_END) };
+        let text: String = self.pending.drain(..self.pending.len() - keep).collect();
+        self.harmony_text(body, text, false, out);
+        false
+    }
+
+    /// Sends a body's text on; `last`: the body ended (a call is complete).
+    fn harmony_text(&mut self, mut body: HarmonyBody, text: String, last: bool, out: &mut Vec<Parsed>) {
+        match &mut body {
+            HarmonyBody::Reasoning if !text.is_empty() => out.push(Parsed::Reasoning(text)),
+            HarmonyBody::Content => push_content(out, text),
+            HarmonyBody::Call { index, name, args } => {
+                if !text.is_empty() {
+                    out.push(Parsed::ToolArgs { index: *index, delta: text.clone() });
+                    args.push_str(&text);
+                }
+                if last {
+                    let arguments = serde_json::from_str(args.trim())
+                        .unwrap_or_else(|_| serde_json::Value::String(args.trim().to_string()));
+                    out.push(Parsed::ToolEnd { index: *index, call: ToolCall::new(name.clone(), arguments) });
+                }
+            }
+            HarmonyBody::Reasoning => {}
+        }
+        if !last {
+            self.state = State::HarmonyBody(body);
+        }
+    }
+
     fn after_call(&mut self) -> bool {
         let t = self.pending.trim_start();
         if t.is_empty() {
@@ -495,6 +627,22 @@ pub fn parse_xml_call(body: &str, schemas: &HashMap<String, HashMap<String, Stri
         rest = value_from[end..].strip_prefix("</parameter>").unwrap_or(&value_from[end..]);
     }
     Some(ToolCall::new(name, serde_json::Value::Object(args)))
+}
+
+/// What follows DeepSeek-R1's `<｜tool▁calls▁begin｜>`: per call, `<｜tool▁call▁begin｜>`
+/// (optional), `function<｜tool▁sep｜>NAME`, a newline, and the arguments as JSON (in a
+/// ```json fence), then `<｜tool▁call▁end｜>`.
+pub fn parse_deepseek_calls(text: &str) -> Option<Vec<ToolCall>> {
+    let mut calls = Vec::new();
+    for part in text.split(DEEPSEEK_SEP).skip(1) {
+        let (name, rest) = part.split_once('\n').unwrap_or((part, ""));
+        let rest = rest.split(DEEPSEEK_CALL_END).next().unwrap_or(rest);
+        let from = rest.find(['{', '['])?;
+        let (end, done) = json_value_end(rest, from);
+        let arguments: serde_json::Value = serde_json::from_str(&rest[from..if done { end } else { rest.len() }]).ok()?;
+        calls.push(ToolCall::new(name.trim(), arguments));
+    }
+    (!calls.is_empty()).then_some(calls)
 }
 
 /// What follows Mistral's `[TOOL_CALLS]`: a JSON array of `{"name", "arguments", "id"}`, or
@@ -754,6 +902,11 @@ mod tests {
             "mistral-nemo",
             "mistral-small-3.2-callid",
             "mistral-args",
+            "gpt-oss-tool",
+            "gpt-oss-final",
+            "gpt-oss-preamble",
+            "deepseek-r1-distill-tool",
+            "deepseek-r1-distill-answer",
         ] {
             let text = std::fs::read_to_string(format!("{dir}/{name}.txt")).expect("fixture");
             let want: serde_json::Value =
@@ -773,7 +926,12 @@ mod tests {
                         .collect()
                 })
                 .unwrap_or_default();
-            let format = ToolFormat::from_template(if text.contains(MISTRAL_CALLS) { MISTRAL_CALLS } else { "" });
+            let format = ToolFormat::from_template(match name.split('-').next() {
+                Some("mistral") => MISTRAL_CALLS,
+                Some("gpt") => HARMONY_CHANNEL,
+                Some("deepseek") => DEEPSEEK_CALLS,
+                _ => "",
+            });
             let delimiters = want["reasoning"].is_string().then(ReasoningDelimiters::think);
             for n in [1, 2, 3, 7, usize::MAX] {
                 let mut p = OutputParser::new(true, delimiters.clone(), want["starts_in_reasoning"] == true)

@@ -213,7 +213,10 @@ impl Service {
         let model = acquired.model.clone();
         // A model without a chat template (a base model) completes a prompt as it is, as
         // Ollama's default template (`{{ .Prompt }}`) does; a chat gets a plain transcript.
-        if let (Input::Prompt(p), Prompt::Chat(_), None) = (&req.input, &request.prompt, &model.info().chat_template) {
+        // (A remote engine renders with its own server's template: not this.)
+        if let (Input::Prompt(p), Prompt::Chat(_), None, Some(_)) =
+            (&req.input, &request.prompt, &model.info().chat_template, model.renderer())
+        {
             request.prompt = Prompt::Raw(p.text.clone());
         }
         let delimiters = reasoning(req, &mut request, acquired)?;
@@ -362,6 +365,20 @@ fn reasoning(
         Prompt::Chat(_) => acquired.model.info().chat_template.as_deref().and_then(ReasoningDelimiters::from_template),
         Prompt::Raw(_) => None,
     };
+    // gpt-oss: reasoning in the harmony analysis channel (split by the output parser), its
+    // depth set by the template's `reasoning_effort`; no delimiters to force for a budget.
+    let harmony = matches!(&request.prompt, Prompt::Chat(_))
+        && acquired.model.info().chat_template.as_deref().is_some_and(|t| ToolFormat::from_template(t) == ToolFormat::Harmony);
+    if harmony {
+        request.reasoning = Some(Reasoning {
+            enabled: req.think.enabled,
+            effort: req.think.effort.clone(),
+            budget: None,
+            open: String::new(),
+            close: String::new(),
+        });
+        return Ok(None);
+    }
     if req.think.strict && req.think.enabled == Some(true) && delimiters.is_none() {
         return Err(
             ApiError::bad_request(format!("\"{}\" does not support thinking", acquired.name)).with_param("think")
