@@ -26,7 +26,11 @@ pub(crate) fn for_format(format: &OutputFormat) -> Result<String, ValidationErro
 /// convention ([`hyperllama_engine::tools`]): one of the named function, or (`Required`) of
 /// any offered function, several in a row when `parallel`. The arguments follow each
 /// function's parameter schema, and `name` comes before them, so they stream.
-pub(crate) fn for_tools(tools: &[ToolSpec], requirement: &ToolRequirement, parallel: bool) -> Result<String, ValidationError> {
+pub(crate) fn for_tools(
+    tools: &[ToolSpec],
+    requirement: &ToolRequirement,
+    parallel: bool,
+) -> Result<String, ValidationError> {
     let chosen: Vec<&ToolSpec> = match requirement {
         ToolRequirement::Auto => return Err(ValidationError::Invalid("no tool call is required".into())),
         ToolRequirement::Required => tools.iter().collect(),

@@ -159,7 +159,8 @@ impl TextSide {
         let forced = request.tool_requirement != hyperllama_core::ToolRequirement::Auto && !request.tools.is_empty();
         let grammar = match &request.format {
             None if forced => {
-                let g = crate::grammar::for_tools(&request.tools, &request.tool_requirement, request.parallel_tool_calls)?;
+                let g =
+                    crate::grammar::for_tools(&request.tools, &request.tool_requirement, request.parallel_tool_calls)?;
                 LlamaSampler::grammar(&self.model, &g, "root")
                     .map_err(|e| ValidationError::Invalid(format!("the tools produced an unusable grammar: {e}")))?;
                 Some(g)

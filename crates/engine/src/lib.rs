@@ -17,8 +17,8 @@ mod detok;
 mod error;
 pub mod mock;
 pub mod parse;
-mod stop;
 mod pyfmt;
+mod stop;
 mod template;
 pub mod tools;
 

@@ -269,7 +269,8 @@ impl LoadedModel for MockModel {
                     let _ = tx.send(Ok(TokenEvent::Text(rest))).await;
                 }
                 let usage = Usage { prompt_tokens, cached_tokens: 0, completion_tokens: n };
-                let done = TokenEvent::Done { finish_reason: reason, usage, timings: Timings::default(), stop_sequence: None };
+                let done =
+                    TokenEvent::Done { finish_reason: reason, usage, timings: Timings::default(), stop_sequence: None };
                 let _ = tx.send(Ok(done)).await;
                 finished.fetch_add(1, Ordering::Relaxed);
             }

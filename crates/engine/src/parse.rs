@@ -104,7 +104,11 @@ enum HarmonyBody {
     Reasoning,
     Content,
     /// A call: its index and the arguments so far.
-    Call { index: usize, name: String, args: String },
+    Call {
+        index: usize,
+        name: String,
+        args: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -254,7 +258,8 @@ impl OutputParser {
             }
             State::HeldCalls(marker) => {
                 let held = std::mem::take(&mut self.pending);
-                let calls = if marker == DEEPSEEK_CALLS { parse_deepseek_calls(&held) } else { parse_mistral_calls(&held) };
+                let calls =
+                    if marker == DEEPSEEK_CALLS { parse_deepseek_calls(&held) } else { parse_mistral_calls(&held) };
                 match calls {
                     Some(calls) => self.emit_whole(calls, &mut out),
                     None => {
@@ -355,11 +360,8 @@ impl OutputParser {
 
     fn text(&mut self, out: &mut Vec<Parsed>, at_end: bool) -> bool {
         if self.tools {
-            let first = self
-                .openers()
-                .iter()
-                .filter_map(|m| self.pending.find(m).map(|at| (at, *m)))
-                .min_by_key(|(at, _)| *at);
+            let first =
+                self.openers().iter().filter_map(|m| self.pending.find(m).map(|at| (at, *m))).min_by_key(|(at, _)| *at);
             if let Some((at, marker)) = first {
                 let before: String = self.pending[..at].to_string();
                 let rest = self.pending[at + marker.len()..].to_string();
@@ -512,7 +514,8 @@ impl OutputParser {
                 // `to=functions.NAME` (a built-in tool's recipient, `browser.search`, as is);
                 // a `json` glued to the name by the model is the constraint, not the name.
                 let name = recipient.strip_prefix("functions.").unwrap_or(&recipient);
-                let name = name.strip_suffix("json").filter(|n| !n.is_empty() && header.contains("json<")).unwrap_or(name);
+                let name =
+                    name.strip_suffix("json").filter(|n| !n.is_empty() && header.contains("json<")).unwrap_or(name);
                 let index = self.calls;
                 self.calls += 1;
                 out.push(Parsed::ToolStart { index, name: name.to_string() });
@@ -639,7 +642,8 @@ pub fn parse_deepseek_calls(text: &str) -> Option<Vec<ToolCall>> {
         let rest = rest.split(DEEPSEEK_CALL_END).next().unwrap_or(rest);
         let from = rest.find(['{', '['])?;
         let (end, done) = json_value_end(rest, from);
-        let arguments: serde_json::Value = serde_json::from_str(&rest[from..if done { end } else { rest.len() }]).ok()?;
+        let arguments: serde_json::Value =
+            serde_json::from_str(&rest[from..if done { end } else { rest.len() }]).ok()?;
         calls.push(ToolCall::new(name.trim(), arguments));
     }
     (!calls.is_empty()).then_some(calls)
@@ -713,7 +717,10 @@ fn safe_cut(s: &str, mut at: usize) -> usize {
 
 enum Announce {
     /// The name is complete and the arguments' value starts at `args_from`.
-    Name { name: String, args_from: usize },
+    Name {
+        name: String,
+        args_from: usize,
+    },
     /// Not streamable: read the call whole at its end.
     Whole,
     NotYet,
@@ -938,7 +945,11 @@ mod tests {
                     .with_tools(format, &tools);
                 let ev = feed(&mut p, text, n);
                 assert_eq!(content(&ev).trim(), want["content"].as_str().unwrap_or_default().trim(), "{name} by {n}");
-                assert_eq!(reasoning(&ev).trim(), want["reasoning"].as_str().unwrap_or_default().trim(), "{name} by {n}");
+                assert_eq!(
+                    reasoning(&ev).trim(),
+                    want["reasoning"].as_str().unwrap_or_default().trim(),
+                    "{name} by {n}"
+                );
                 let got = calls(&ev);
                 let expected = want["tool_calls"].as_array().expect("tool_calls");
                 assert_eq!(got.len(), expected.len(), "{name} by {n}: {got:?}");
@@ -946,7 +957,8 @@ mod tests {
                     assert_eq!(start_name, e["name"].as_str().unwrap_or_default(), "{name}");
                     assert_eq!(call.name, *start_name, "{name}");
                     assert_eq!(call.arguments, e["arguments"], "{name} by {n}");
-                    let streamed: serde_json::Value = serde_json::from_str(streamed).expect("streamed arguments are JSON");
+                    let streamed: serde_json::Value =
+                        serde_json::from_str(streamed).expect("streamed arguments are JSON");
                     assert_eq!(streamed, e["arguments"], "{name} by {n}: the streamed arguments");
                     if let Some(id) = e.get("id") {
                         assert_eq!(call.id.as_deref(), id.as_str(), "{name}");
@@ -966,7 +978,10 @@ mod tests {
             let ev = feed(&mut p, text, 3);
             assert!(calls(&ev).is_empty(), "{ev:?}");
             // Given back as the text it was (the closing tag aside).
-            assert!(text.starts_with(content(&ev).as_str()) && content(&ev).len() >= text.len() - "</tool_call>".len(), "{ev:?}");
+            assert!(
+                text.starts_with(content(&ev).as_str()) && content(&ev).len() >= text.len() - "</tool_call>".len(),
+                "{ev:?}"
+            );
         }
     }
 
@@ -1038,7 +1053,11 @@ mod tests {
     #[test]
     fn reasoning_then_a_call() {
         let mut p = OutputParser::new(true, Some(ReasoningDelimiters::think()), true);
-        let ev = feed(&mut p, "need weather</think>\n<tool_call>{\"name\": \"w\", \"arguments\": {\"c\": 1}}</tool_call>", 5);
+        let ev = feed(
+            &mut p,
+            "need weather</think>\n<tool_call>{\"name\": \"w\", \"arguments\": {\"c\": 1}}</tool_call>",
+            5,
+        );
         assert_eq!(reasoning(&ev), "need weather");
         assert_eq!(calls(&ev)[0].0, "w");
         assert_eq!(content(&ev), "");

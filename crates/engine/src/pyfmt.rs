@@ -48,9 +48,11 @@ fn dump(value: &Value, opts: &JsonOptions, level: usize, out: &mut String) -> Re
         ValueKind::Undefined | ValueKind::None => out.push_str("null"),
         ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
         ValueKind::Number => out.push_str(&number(value, true)),
-        ValueKind::String | ValueKind::Bytes | ValueKind::Plain => {
-            json_string(value.as_str().map_or_else(|| value.to_string(), str::to_string).as_str(), opts.ensure_ascii, out)
-        }
+        ValueKind::String | ValueKind::Bytes | ValueKind::Plain => json_string(
+            value.as_str().map_or_else(|| value.to_string(), str::to_string).as_str(),
+            opts.ensure_ascii,
+            out,
+        ),
         ValueKind::Seq | ValueKind::Iterable => {
             let items: Vec<Value> = value.try_iter()?.collect();
             if items.is_empty() {
@@ -269,7 +271,10 @@ mod tests {
     fn json_dumps_spells_like_python() {
         let value = v(serde_json::json!({"b": [1, 2.5, true, null], "a": "x\"é\n", "c": {}}));
         // Insertion order, Python's separators, no HTML escaping, non-ASCII kept.
-        assert_eq!(json_dumps(&value, &JsonOptions::new(None)).unwrap(), r#"{"b": [1, 2.5, true, null], "a": "x\"é\n", "c": {}}"#);
+        assert_eq!(
+            json_dumps(&value, &JsonOptions::new(None)).unwrap(),
+            r#"{"b": [1, 2.5, true, null], "a": "x\"é\n", "c": {}}"#
+        );
         let mut sorted = JsonOptions::new(Some("  ".into()));
         sorted.sort_keys = true;
         sorted.ensure_ascii = true;

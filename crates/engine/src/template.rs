@@ -112,7 +112,11 @@ fn tojson(value: &Value, kwargs: Kwargs) -> Result<Value, Error> {
 }
 
 /// `{{ value }}` as Jinja2 in Python prints it: `None`, `True`, `{'a': 1}`.
-fn python_formatter(out: &mut minijinja::Output<'_>, state: &minijinja::State<'_, '_>, value: &Value) -> Result<(), Error> {
+fn python_formatter(
+    out: &mut minijinja::Output<'_>,
+    state: &minijinja::State<'_, '_>,
+    value: &Value,
+) -> Result<(), Error> {
     match value.kind() {
         ValueKind::None | ValueKind::Bool | ValueKind::Map | ValueKind::Seq => {
             out.write_str(&pyfmt::py_str(value)).map_err(Error::from)
@@ -151,7 +155,12 @@ impl ChatTemplate {
         env.add_test("iterable", |v: &Value| {
             matches!(
                 v.kind(),
-                ValueKind::Undefined | ValueKind::String | ValueKind::Seq | ValueKind::Map | ValueKind::Iterable | ValueKind::Bytes
+                ValueKind::Undefined
+                    | ValueKind::String
+                    | ValueKind::Seq
+                    | ValueKind::Map
+                    | ValueKind::Iterable
+                    | ValueKind::Bytes
             )
         });
         env.add_test("sequence", |v: &Value| {
@@ -160,7 +169,8 @@ impl ChatTemplate {
         env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
         });
-        let mut template = Self { env, bos_token: bos_token.into(), eos_token: eos_token.into(), source: source.to_string() };
+        let mut template =
+            Self { env, bos_token: bos_token.into(), eos_token: eos_token.into(), source: source.to_string() };
         template.set_clock(None);
         template
             .env
@@ -302,13 +312,53 @@ impl ChatTemplate {
         for (k, v) in extra {
             vars.insert(k.clone(), Value::from_serialize(v));
         }
-        tmpl.render(Value::from_serialize(&vars))
-        .map_err(|e| {
+        tmpl.render(Value::from_serialize(&vars)).map_err(|e| {
             // Prefer the template's own words (raise_exception) over minijinja's wrapper.
             let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.to_string());
             TemplateError::Render(detail)
         })
     }
+}
+
+/// What `show` calls the transcript format of models without a chat template.
+pub const FALLBACK_TEMPLATE_NAME: &str = "plain transcript (the model has no chat template)";
+
+/// A conversation for a model without a chat template (a base model): a plain transcript,
+/// `System:`, `User:`, `Assistant:` and `Tool:` lines, ending with `Assistant:` for the model
+/// to continue. Tools, if any, are described first, in the same convention as for templates
+/// without tool support.
+pub fn fallback_chat(messages: &[Message], tools: &[ToolSpec]) -> String {
+    let with_tools;
+    let messages = if tools.is_empty() {
+        messages
+    } else {
+        with_tools = crate::tools::with_tool_instructions(messages, tools);
+        &with_tools[..]
+    };
+    let mut out = String::new();
+    for m in messages {
+        let who = match m.role {
+            Role::System => "System".to_string(),
+            Role::User => "User".to_string(),
+            Role::Assistant => "Assistant".to_string(),
+            Role::Tool => match &m.tool_name {
+                Some(name) => format!("Tool ({name})"),
+                None => "Tool".to_string(),
+            },
+        };
+        out.push_str(&who);
+        out.push_str(": ");
+        out.push_str(m.content.trim());
+        for c in &m.tool_calls {
+            out.push_str(&format!(
+                "\n<tool_call>{}</tool_call>",
+                serde_json::json!({ "name": c.name, "arguments": c.arguments })
+            ));
+        }
+        out.push('\n');
+    }
+    out.push_str("Assistant:");
+    out
 }
 
 #[cfg(test)]
@@ -381,7 +431,8 @@ mod tests {
 
     #[test]
     fn strftime_now_formats_the_clock() {
-        let mut t = ChatTemplate::new("{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d') }}", "", "").expect("compiles");
+        let mut t = ChatTemplate::new("{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d') }}", "", "")
+            .expect("compiles");
         let today = t.render(&[], false).expect("renders");
         assert_eq!(today.len(), 22, "{today}");
         t.set_clock(chrono::NaiveDate::from_ymd_opt(2024, 7, 26).and_then(|d| d.and_hms_opt(0, 0, 0)));
@@ -406,46 +457,11 @@ mod tests {
     #[test]
     fn generation_blocks_render_their_body() {
         let src = "{% for m in messages %}{%- generation -%}\n[{{ m.content }}]\n{%- endgeneration %}\n{% endfor %}";
-        assert_eq!(without_generation_tags(src), "{% for m in messages %}{%- if true -%}\n[{{ m.content }}]\n{%- endif %}\n{% endfor %}");
+        assert_eq!(
+            without_generation_tags(src),
+            "{% for m in messages %}{%- if true -%}\n[{{ m.content }}]\n{%- endif %}\n{% endfor %}"
+        );
         let t = ChatTemplate::new(src, "", "").expect("compiles");
         assert_eq!(t.render(&[Message::user("a"), Message::user("b")], false).expect("renders"), "[a][b]");
     }
-}
-
-/// What `show` calls the transcript format of models without a chat template.
-pub const FALLBACK_TEMPLATE_NAME: &str = "plain transcript (the model has no chat template)";
-
-/// A conversation for a model without a chat template (a base model): a plain transcript,
-/// `System:`, `User:`, `Assistant:` and `Tool:` lines, ending with `Assistant:` for the model
-/// to continue. Tools, if any, are described first, in the same convention as for templates
-/// without tool support.
-pub fn fallback_chat(messages: &[Message], tools: &[ToolSpec]) -> String {
-    let with_tools;
-    let messages = if tools.is_empty() {
-        messages
-    } else {
-        with_tools = crate::tools::with_tool_instructions(messages, tools);
-        &with_tools[..]
-    };
-    let mut out = String::new();
-    for m in messages {
-        let who = match m.role {
-            Role::System => "System".to_string(),
-            Role::User => "User".to_string(),
-            Role::Assistant => "Assistant".to_string(),
-            Role::Tool => match &m.tool_name {
-                Some(name) => format!("Tool ({name})"),
-                None => "Tool".to_string(),
-            },
-        };
-        out.push_str(&who);
-        out.push_str(": ");
-        out.push_str(m.content.trim());
-        for c in &m.tool_calls {
-            out.push_str(&format!("\n<tool_call>{}</tool_call>", serde_json::json!({ "name": c.name, "arguments": c.arguments })));
-        }
-        out.push('\n');
-    }
-    out.push_str("Assistant:");
-    out
 }

@@ -51,7 +51,7 @@ pub fn as_plain_history(messages: &[Message]) -> Vec<Message> {
         }
         match out.last_mut() {
             Some(prev) if prev.role == Role::User && m.role == Role::User => {
-                prev.content.push_str("\n");
+                prev.content.push('\n');
                 prev.content.push_str(&m.content);
             }
             _ => out.push(m),
@@ -131,7 +131,10 @@ mod tests {
         let plain = as_plain_history(&[Message::user("Weather?"), call, result, Message::user("Tomorrow?")]);
         let roles: Vec<Role> = plain.iter().map(|m| m.role).collect();
         assert_eq!(roles, [Role::User, Role::Assistant, Role::User]);
-        assert_eq!(plain[1].content, "<tool_call>{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}</tool_call>");
+        assert_eq!(
+            plain[1].content,
+            "<tool_call>{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}</tool_call>"
+        );
         assert_eq!(plain[2].content, "<tool_response>\n{\"temp\": 21}\n</tool_response>\nTomorrow?");
         assert!(plain.iter().all(|m| m.tool_calls.is_empty()));
     }

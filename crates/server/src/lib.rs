@@ -20,11 +20,11 @@ pub mod error;
 mod extract;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod registry;
 pub mod remotes;
 pub mod response_store;
 mod routes;
-pub mod openapi;
 pub mod service;
 
 use std::net::SocketAddr;

@@ -121,15 +121,21 @@ fn schemas() -> Map<String, Value> {
         },
         "additionalProperties": true,
     });
-    let ollama_message = obj(&["role"], json!({
-        "role": { "enum": ["system", "user", "assistant", "tool"] }, "content": string(), "thinking": string(),
-        "images": array(string()), "tool_calls": array(r("OllamaToolCall")), "tool_name": string(),
-        "tool_call_id": string(),
-    }));
-    let logprob = obj(&["token", "logprob"], json!({
-        "token": string(), "logprob": num(), "bytes": array(int()),
-        "top_logprobs": array(obj(&["token", "logprob"], json!({ "token": string(), "logprob": num(), "bytes": array(int()) }))),
-    }));
+    let ollama_message = obj(
+        &["role"],
+        json!({
+            "role": { "enum": ["system", "user", "assistant", "tool"] }, "content": string(), "thinking": string(),
+            "images": array(string()), "tool_calls": array(r("OllamaToolCall")), "tool_name": string(),
+            "tool_call_id": string(),
+        }),
+    );
+    let logprob = obj(
+        &["token", "logprob"],
+        json!({
+            "token": string(), "logprob": num(), "bytes": array(int()),
+            "top_logprobs": array(obj(&["token", "logprob"], json!({ "token": string(), "logprob": num(), "bytes": array(int()) }))),
+        }),
+    );
     let final_stats = json!({
         "model": string(), "created_at": string(), "done": boolean(),
         "done_reason": { "enum": ["stop", "length", "load", "unload"] },
@@ -143,19 +149,28 @@ fn schemas() -> Map<String, Value> {
         }
         Value::Object(m)
     };
-    let function_tool = obj(&["type", "function"], json!({
-        "type": { "const": "function" },
-        "function": obj(&["name"], json!({ "name": string(), "description": string(), "parameters": json!({ "type": "object" }) })),
-    }));
-    let chat_message = obj(&["role"], json!({
-        "role": { "enum": ["system", "developer", "user", "assistant", "tool"] },
-        "content": one_of(&[string(), array(obj(&["type"], json!({ "type": { "const": "text" }, "text": string() }))), json!({ "type": "null" })]),
-        "tool_calls": array(r("ToolCall")), "tool_call_id": string(), "name": string(), "reasoning_content": string(),
-    }));
-    let usage = obj(&["prompt_tokens", "completion_tokens", "total_tokens"], json!({
-        "prompt_tokens": int(), "completion_tokens": int(), "total_tokens": int(),
-        "prompt_tokens_details": obj(&[], json!({ "cached_tokens": int() })),
-    }));
+    let function_tool = obj(
+        &["type", "function"],
+        json!({
+            "type": { "const": "function" },
+            "function": obj(&["name"], json!({ "name": string(), "description": string(), "parameters": json!({ "type": "object" }) })),
+        }),
+    );
+    let chat_message = obj(
+        &["role"],
+        json!({
+            "role": { "enum": ["system", "developer", "user", "assistant", "tool"] },
+            "content": one_of(&[string(), array(obj(&["type"], json!({ "type": { "const": "text" }, "text": string() }))), json!({ "type": "null" })]),
+            "tool_calls": array(r("ToolCall")), "tool_call_id": string(), "name": string(), "reasoning_content": string(),
+        }),
+    );
+    let usage = obj(
+        &["prompt_tokens", "completion_tokens", "total_tokens"],
+        json!({
+            "prompt_tokens": int(), "completion_tokens": int(), "total_tokens": int(),
+            "prompt_tokens_details": obj(&[], json!({ "cached_tokens": int() })),
+        }),
+    );
     let sampling = json!({
         "temperature": num(), "top_p": num(), "top_k": int(), "min_p": num(), "seed": int(),
         "stop": one_of(&[string(), array(string())]), "presence_penalty": num(), "frequency_penalty": num(),
@@ -164,46 +179,73 @@ fn schemas() -> Map<String, Value> {
         "stream": boolean(), "stream_options": obj(&[], json!({ "include_usage": boolean() })),
         "options": obj(&[], json!({ "num_ctx": int(), "num_thread": int(), "num_gpu": int(), "engine": string() })),
     });
-    let chat_request = with(&json!({ "model": string(), "messages": array(chat_message) }), json!({
-        "max_tokens": int(), "max_completion_tokens": int(),
-        "response_format": obj(&["type"], json!({ "type": { "enum": ["text", "json_object", "json_schema"] }, "json_schema": obj(&[], json!({ "name": string(), "schema": { "type": "object" } })) })),
-        "tools": array(function_tool.clone()),
-        "tool_choice": one_of(&[json!({ "enum": ["none", "auto", "required"] }), obj(&["type", "function"], json!({ "type": { "const": "function" }, "function": obj(&["name"], json!({ "name": string() })) }))]),
-        "parallel_tool_calls": boolean(), "logprobs": boolean(),
-        "top_logprobs": { "type": "integer", "minimum": 0, "maximum": 20 },
-        "reasoning_effort": { "enum": ["none", "minimal", "low", "medium", "high"] },
-    }));
+    let chat_request = with(
+        &json!({ "model": string(), "messages": array(chat_message) }),
+        json!({
+            "max_tokens": int(), "max_completion_tokens": int(),
+            "response_format": obj(&["type"], json!({ "type": { "enum": ["text", "json_object", "json_schema"] }, "json_schema": obj(&[], json!({ "name": string(), "schema": { "type": "object" } })) })),
+            "tools": array(function_tool.clone()),
+            "tool_choice": one_of(&[json!({ "enum": ["none", "auto", "required"] }), obj(&["type", "function"], json!({ "type": { "const": "function" }, "function": obj(&["name"], json!({ "name": string() })) }))]),
+            "parallel_tool_calls": boolean(), "logprobs": boolean(),
+            "top_logprobs": { "type": "integer", "minimum": 0, "maximum": 20 },
+            "reasoning_effort": { "enum": ["none", "minimal", "low", "medium", "high"] },
+        }),
+    );
     let chat_request = json!({ "type": "object", "required": ["model", "messages"], "properties": with(&chat_request, sampling.clone()) });
     let completion_request = json!({ "type": "object", "required": ["model", "prompt"], "properties": with(&json!({
         "model": string(), "prompt": one_of(&[string(), array(string())]), "max_tokens": int(),
         "logprobs": { "type": "integer", "minimum": 0, "maximum": 20 }, "echo": { "const": false }, "best_of": int(),
     }), sampling) });
-    let anthropic_block = obj(&["type"], json!({
-        "type": { "enum": ["text", "tool_use", "tool_result", "thinking", "redacted_thinking"] },
-        "text": string(), "id": string(), "name": string(), "input": { "type": "object" }, "tool_use_id": string(),
-        "content": one_of(&[string(), array(obj(&["type", "text"], json!({ "type": { "const": "text" }, "text": string() })))]),
-        "is_error": boolean(), "thinking": string(), "signature": string(),
-    }));
-    let anthropic_message = obj(&["role", "content"], json!({
-        "role": { "enum": ["user", "assistant"] }, "content": one_of(&[string(), array(anthropic_block)]),
-    }));
-    let anthropic_tool = obj(&["name", "input_schema"], json!({ "name": string(), "description": string(), "input_schema": { "type": "object" } }));
-    let anthropic_tool_choice = obj(&["type"], json!({ "type": { "enum": ["auto", "any", "tool", "none"] }, "name": string(), "disable_parallel_tool_use": boolean() }));
-    let thinking = obj(&["type"], json!({ "type": { "enum": ["enabled", "disabled", "adaptive"] }, "budget_tokens": int() }));
-    let system = one_of(&[string(), array(obj(&["type", "text"], json!({ "type": { "const": "text" }, "text": string() })))]);
-    let responses_item = obj(&[], json!({
-        "type": { "enum": ["message", "function_call", "function_call_output", "reasoning"] },
-        "role": { "enum": ["user", "assistant", "system", "developer"] },
-        "content": one_of(&[string(), array(obj(&["type"], json!({ "type": { "enum": ["input_text", "output_text", "refusal"] }, "text": string() })))]),
-        "call_id": string(), "name": string(), "arguments": string(), "output": string(),
-    }));
-    let output_item = obj(&["type", "id"], json!({
-        "type": { "enum": ["message", "function_call", "reasoning"] }, "id": string(), "status": string(),
-        "role": { "const": "assistant" }, "content": array(any()), "summary": array(any()),
-        "call_id": string(), "name": string(), "arguments": string(),
-    }));
-    let progress = obj(&["status"], json!({ "status": string(), "digest": string(), "total": int(), "completed": int() }));
-    let model_name = obj(&["model"], json!({ "model": string(), "name": string(), "verbose": boolean(), "insecure": boolean(), "stream": boolean() }));
+    let anthropic_block = obj(
+        &["type"],
+        json!({
+            "type": { "enum": ["text", "tool_use", "tool_result", "thinking", "redacted_thinking"] },
+            "text": string(), "id": string(), "name": string(), "input": { "type": "object" }, "tool_use_id": string(),
+            "content": one_of(&[string(), array(obj(&["type", "text"], json!({ "type": { "const": "text" }, "text": string() })))]),
+            "is_error": boolean(), "thinking": string(), "signature": string(),
+        }),
+    );
+    let anthropic_message = obj(
+        &["role", "content"],
+        json!({
+            "role": { "enum": ["user", "assistant"] }, "content": one_of(&[string(), array(anthropic_block)]),
+        }),
+    );
+    let anthropic_tool = obj(
+        &["name", "input_schema"],
+        json!({ "name": string(), "description": string(), "input_schema": { "type": "object" } }),
+    );
+    let anthropic_tool_choice = obj(
+        &["type"],
+        json!({ "type": { "enum": ["auto", "any", "tool", "none"] }, "name": string(), "disable_parallel_tool_use": boolean() }),
+    );
+    let thinking =
+        obj(&["type"], json!({ "type": { "enum": ["enabled", "disabled", "adaptive"] }, "budget_tokens": int() }));
+    let system =
+        one_of(&[string(), array(obj(&["type", "text"], json!({ "type": { "const": "text" }, "text": string() })))]);
+    let responses_item = obj(
+        &[],
+        json!({
+            "type": { "enum": ["message", "function_call", "function_call_output", "reasoning"] },
+            "role": { "enum": ["user", "assistant", "system", "developer"] },
+            "content": one_of(&[string(), array(obj(&["type"], json!({ "type": { "enum": ["input_text", "output_text", "refusal"] }, "text": string() })))]),
+            "call_id": string(), "name": string(), "arguments": string(), "output": string(),
+        }),
+    );
+    let output_item = obj(
+        &["type", "id"],
+        json!({
+            "type": { "enum": ["message", "function_call", "reasoning"] }, "id": string(), "status": string(),
+            "role": { "const": "assistant" }, "content": array(any()), "summary": array(any()),
+            "call_id": string(), "name": string(), "arguments": string(),
+        }),
+    );
+    let progress =
+        obj(&["status"], json!({ "status": string(), "digest": string(), "total": int(), "completed": int() }));
+    let model_name = obj(
+        &["model"],
+        json!({ "model": string(), "name": string(), "verbose": boolean(), "insecure": boolean(), "stream": boolean() }),
+    );
 
     let mut s = Map::new();
     let mut put = |name: &str, v: Value| {
@@ -217,93 +259,246 @@ fn schemas() -> Map<String, Value> {
     put("Version", obj(&["version"], json!({ "version": string() })));
     put("Error", obj(&["error"], json!({ "error": any() })));
     put("OllamaOptions", knobs);
-    put("OllamaToolCall", obj(&["function"], json!({ "id": string(), "function": obj(&["name", "arguments"], json!({ "index": int(), "name": string(), "arguments": { "type": "object" } })) })));
+    put(
+        "OllamaToolCall",
+        obj(
+            &["function"],
+            json!({ "id": string(), "function": obj(&["name", "arguments"], json!({ "index": int(), "name": string(), "arguments": { "type": "object" } })) }),
+        ),
+    );
     put("OllamaMessage", ollama_message);
     put("OllamaLogprob", logprob);
-    put("OllamaGenerateRequest", obj(&["model"], json!({
-        "model": string(), "prompt": string(), "suffix": string(), "system": string(), "template": string(),
-        "raw": boolean(), "format": one_of(&[json!({ "const": "json" }), json!({ "type": "object" })]),
-        "options": r("OllamaOptions"), "stream": boolean(), "keep_alive": one_of(&[string(), num()]),
-        "images": array(string()), "think": one_of(&[boolean(), json!({ "enum": ["low", "medium", "high", "max"] })]),
-        "truncate": boolean(), "logprobs": boolean(), "top_logprobs": { "type": "integer", "minimum": 0, "maximum": 20 },
-    })));
-    put("OllamaGenerateResponse", json!({ "type": "object", "properties": with(&final_stats, json!({ "response": string(), "thinking": string() })) }));
-    put("OllamaChatRequest", obj(&["model"], json!({
-        "model": string(), "messages": array(r("OllamaMessage")), "tools": array(function_tool.clone()),
-        "format": one_of(&[json!({ "const": "json" }), json!({ "type": "object" })]), "options": r("OllamaOptions"),
-        "stream": boolean(), "keep_alive": one_of(&[string(), num()]),
-        "think": one_of(&[boolean(), json!({ "enum": ["low", "medium", "high", "max"] })]), "truncate": boolean(),
-        "logprobs": boolean(), "top_logprobs": { "type": "integer", "minimum": 0, "maximum": 20 },
-    })));
-    put("OllamaChatResponse", json!({ "type": "object", "properties": with(&final_stats, json!({ "message": r("OllamaMessage") })) }));
-    put("OllamaEmbedRequest", obj(&["model", "input"], json!({ "model": string(), "input": one_of(&[string(), array(string())]), "truncate": boolean(), "dimensions": int(), "options": r("OllamaOptions"), "keep_alive": one_of(&[string(), num()]) })));
-    put("OllamaEmbedResponse", obj(&["model", "embeddings"], json!({ "model": string(), "embeddings": array(array(num())), "total_duration": int(), "load_duration": int(), "prompt_eval_count": int() })));
-    put("OllamaLegacyEmbeddingsRequest", obj(&["model", "prompt"], json!({ "model": string(), "prompt": string(), "options": r("OllamaOptions"), "keep_alive": one_of(&[string(), num()]) })));
+    put(
+        "OllamaGenerateRequest",
+        obj(
+            &["model"],
+            json!({
+                "model": string(), "prompt": string(), "suffix": string(), "system": string(), "template": string(),
+                "raw": boolean(), "format": one_of(&[json!({ "const": "json" }), json!({ "type": "object" })]),
+                "options": r("OllamaOptions"), "stream": boolean(), "keep_alive": one_of(&[string(), num()]),
+                "images": array(string()), "think": one_of(&[boolean(), json!({ "enum": ["low", "medium", "high", "max"] })]),
+                "truncate": boolean(), "logprobs": boolean(), "top_logprobs": { "type": "integer", "minimum": 0, "maximum": 20 },
+            }),
+        ),
+    );
+    put(
+        "OllamaGenerateResponse",
+        json!({ "type": "object", "properties": with(&final_stats, json!({ "response": string(), "thinking": string() })) }),
+    );
+    put(
+        "OllamaChatRequest",
+        obj(
+            &["model"],
+            json!({
+                "model": string(), "messages": array(r("OllamaMessage")), "tools": array(function_tool.clone()),
+                "format": one_of(&[json!({ "const": "json" }), json!({ "type": "object" })]), "options": r("OllamaOptions"),
+                "stream": boolean(), "keep_alive": one_of(&[string(), num()]),
+                "think": one_of(&[boolean(), json!({ "enum": ["low", "medium", "high", "max"] })]), "truncate": boolean(),
+                "logprobs": boolean(), "top_logprobs": { "type": "integer", "minimum": 0, "maximum": 20 },
+            }),
+        ),
+    );
+    put(
+        "OllamaChatResponse",
+        json!({ "type": "object", "properties": with(&final_stats, json!({ "message": r("OllamaMessage") })) }),
+    );
+    put(
+        "OllamaEmbedRequest",
+        obj(
+            &["model", "input"],
+            json!({ "model": string(), "input": one_of(&[string(), array(string())]), "truncate": boolean(), "dimensions": int(), "options": r("OllamaOptions"), "keep_alive": one_of(&[string(), num()]) }),
+        ),
+    );
+    put(
+        "OllamaEmbedResponse",
+        obj(
+            &["model", "embeddings"],
+            json!({ "model": string(), "embeddings": array(array(num())), "total_duration": int(), "load_duration": int(), "prompt_eval_count": int() }),
+        ),
+    );
+    put(
+        "OllamaLegacyEmbeddingsRequest",
+        obj(
+            &["model", "prompt"],
+            json!({ "model": string(), "prompt": string(), "options": r("OllamaOptions"), "keep_alive": one_of(&[string(), num()]) }),
+        ),
+    );
     put("OllamaLegacyEmbeddingsResponse", obj(&["embedding"], json!({ "embedding": array(num()) })));
-    put("OllamaTags", obj(&["models"], json!({ "models": array(obj(&["name", "model", "digest"], json!({ "name": string(), "model": string(), "modified_at": string(), "size": int(), "digest": string(), "details": { "type": "object" } }))) })));
-    put("OllamaShow", obj(&[], json!({ "modelfile": string(), "parameters": string(), "template": string(), "details": { "type": "object" }, "model_info": { "type": "object" }, "capabilities": array(string()) })));
-    put("OllamaPs", obj(&["models"], json!({ "models": array(obj(&["name", "model"], json!({ "name": string(), "model": string(), "size": int(), "digest": string(), "expires_at": string(), "size_vram": int(), "context_length": int() }))) })));
+    put(
+        "OllamaTags",
+        obj(
+            &["models"],
+            json!({ "models": array(obj(&["name", "model", "digest"], json!({ "name": string(), "model": string(), "modified_at": string(), "size": int(), "digest": string(), "details": { "type": "object" } }))) }),
+        ),
+    );
+    put(
+        "OllamaShow",
+        obj(
+            &[],
+            json!({ "modelfile": string(), "parameters": string(), "template": string(), "details": { "type": "object" }, "model_info": { "type": "object" }, "capabilities": array(string()) }),
+        ),
+    );
+    put(
+        "OllamaPs",
+        obj(
+            &["models"],
+            json!({ "models": array(obj(&["name", "model"], json!({ "name": string(), "model": string(), "size": int(), "digest": string(), "expires_at": string(), "size_vram": int(), "context_length": int() }))) }),
+        ),
+    );
     put("OllamaModelName", model_name);
-    put("OllamaCreateRequest", obj(&["model"], json!({ "model": string(), "from": string(), "files": { "type": "object", "additionalProperties": string() }, "template": string(), "system": string(), "parameters": { "type": "object" }, "messages": array(r("OllamaMessage")), "license": one_of(&[string(), array(string())]), "quantize": string(), "stream": boolean() })));
+    put(
+        "OllamaCreateRequest",
+        obj(
+            &["model"],
+            json!({ "model": string(), "from": string(), "files": { "type": "object", "additionalProperties": string() }, "template": string(), "system": string(), "parameters": { "type": "object" }, "messages": array(r("OllamaMessage")), "license": one_of(&[string(), array(string())]), "quantize": string(), "stream": boolean() }),
+        ),
+    );
     put("OllamaCopyRequest", obj(&["source", "destination"], json!({ "source": string(), "destination": string() })));
     put("OllamaProgress", progress);
-    put("ToolCall", obj(&["type", "function"], json!({ "id": string(), "type": { "const": "function" }, "function": obj(&["name", "arguments"], json!({ "name": string(), "arguments": { "type": "string", "description": "JSON" } })) })));
+    put(
+        "ToolCall",
+        obj(
+            &["type", "function"],
+            json!({ "id": string(), "type": { "const": "function" }, "function": obj(&["name", "arguments"], json!({ "name": string(), "arguments": { "type": "string", "description": "JSON" } })) }),
+        ),
+    );
     put("ChatCompletionRequest", chat_request);
-    put("ChatCompletion", obj(&["id", "object", "created", "model", "choices"], json!({
-        "id": string(), "object": { "const": "chat.completion" }, "created": int(), "model": string(),
-        "choices": array(obj(&["index", "message", "finish_reason"], json!({
-            "index": int(), "finish_reason": { "enum": ["stop", "length", "tool_calls"] },
-            "message": obj(&["role"], json!({ "role": { "const": "assistant" }, "content": one_of(&[string(), json!({ "type": "null" })]), "reasoning_content": string(), "tool_calls": array(r("ToolCall")) })),
-            "logprobs": obj(&[], json!({ "content": array(obj(&["token", "logprob"], json!({ "token": string(), "logprob": num(), "bytes": array(int()), "top_logprobs": array(any()) }))) })),
-        }))),
-        "usage": usage.clone(),
-    })));
+    put(
+        "ChatCompletion",
+        obj(
+            &["id", "object", "created", "model", "choices"],
+            json!({
+                "id": string(), "object": { "const": "chat.completion" }, "created": int(), "model": string(),
+                "choices": array(obj(&["index", "message", "finish_reason"], json!({
+                    "index": int(), "finish_reason": { "enum": ["stop", "length", "tool_calls"] },
+                    "message": obj(&["role"], json!({ "role": { "const": "assistant" }, "content": one_of(&[string(), json!({ "type": "null" })]), "reasoning_content": string(), "tool_calls": array(r("ToolCall")) })),
+                    "logprobs": obj(&[], json!({ "content": array(obj(&["token", "logprob"], json!({ "token": string(), "logprob": num(), "bytes": array(int()), "top_logprobs": array(any()) }))) })),
+                }))),
+                "usage": usage.clone(),
+            }),
+        ),
+    );
     put("CompletionRequest", completion_request);
-    put("Completion", obj(&["id", "object", "created", "model", "choices"], json!({
-        "id": string(), "object": { "const": "text_completion" }, "created": int(), "model": string(),
-        "choices": array(obj(&["index", "text"], json!({ "index": int(), "text": string(), "finish_reason": string(),
-            "logprobs": obj(&[], json!({ "tokens": array(string()), "token_logprobs": array(num()), "top_logprobs": array(json!({ "type": "object", "additionalProperties": num() })), "text_offset": array(int()) })) }))),
-        "usage": usage,
-    })));
-    put("EmbeddingsRequest", obj(&["model", "input"], json!({ "model": string(), "input": one_of(&[string(), array(string())]), "encoding_format": { "enum": ["float", "base64"] }, "dimensions": int() })));
-    put("EmbeddingsResponse", obj(&["object", "data", "model"], json!({ "object": { "const": "list" }, "model": string(), "data": array(obj(&["object", "index", "embedding"], json!({ "object": { "const": "embedding" }, "index": int(), "embedding": one_of(&[array(num()), string()]) }))), "usage": any() })));
-    put("Model", obj(&["id", "object", "created", "owned_by"], json!({ "id": string(), "object": { "const": "model" }, "created": int(), "owned_by": string() })));
+    put(
+        "Completion",
+        obj(
+            &["id", "object", "created", "model", "choices"],
+            json!({
+                "id": string(), "object": { "const": "text_completion" }, "created": int(), "model": string(),
+                "choices": array(obj(&["index", "text"], json!({ "index": int(), "text": string(), "finish_reason": string(),
+                    "logprobs": obj(&[], json!({ "tokens": array(string()), "token_logprobs": array(num()), "top_logprobs": array(json!({ "type": "object", "additionalProperties": num() })), "text_offset": array(int()) })) }))),
+                "usage": usage,
+            }),
+        ),
+    );
+    put(
+        "EmbeddingsRequest",
+        obj(
+            &["model", "input"],
+            json!({ "model": string(), "input": one_of(&[string(), array(string())]), "encoding_format": { "enum": ["float", "base64"] }, "dimensions": int() }),
+        ),
+    );
+    put(
+        "EmbeddingsResponse",
+        obj(
+            &["object", "data", "model"],
+            json!({ "object": { "const": "list" }, "model": string(), "data": array(obj(&["object", "index", "embedding"], json!({ "object": { "const": "embedding" }, "index": int(), "embedding": one_of(&[array(num()), string()]) }))), "usage": any() }),
+        ),
+    );
+    put(
+        "Model",
+        obj(
+            &["id", "object", "created", "owned_by"],
+            json!({ "id": string(), "object": { "const": "model" }, "created": int(), "owned_by": string() }),
+        ),
+    );
     put("ModelList", obj(&["object", "data"], json!({ "object": { "const": "list" }, "data": array(r("Model")) })));
-    put("ResponsesRequest", obj(&["model", "input"], json!({
-        "model": string(), "input": one_of(&[string(), array(responses_item)]), "instructions": string(),
-        "max_output_tokens": int(), "temperature": num(), "top_p": num(), "tools": array(obj(&["type", "name"], json!({ "type": { "const": "function" }, "name": string(), "description": string(), "parameters": { "type": "object" }, "strict": boolean() }))),
-        "tool_choice": one_of(&[json!({ "enum": ["none", "auto", "required"] }), obj(&["type", "name"], json!({ "type": { "const": "function" }, "name": string() }))]),
-        "parallel_tool_calls": boolean(), "text": obj(&[], json!({ "format": obj(&["type"], json!({ "type": { "enum": ["text", "json_object", "json_schema"] }, "name": string(), "schema": { "type": "object" }, "strict": boolean() })) })),
-        "reasoning": obj(&[], json!({ "effort": { "enum": ["none", "minimal", "low", "medium", "high", "xhigh", "max"] } })),
-        "stream": boolean(), "store": boolean(), "previous_response_id": string(), "truncation": { "enum": ["auto", "disabled"] },
-        "metadata": { "type": "object" },
-    })));
-    put("Response", obj(&["id", "object", "created_at", "model", "output", "parallel_tool_calls", "tool_choice", "tools"], json!({
-        "id": string(), "object": { "const": "response" }, "created_at": int(),
-        "status": { "enum": ["completed", "incomplete", "failed", "in_progress"] }, "model": string(),
-        "output": array(output_item), "incomplete_details": any(), "error": any(), "previous_response_id": any(),
-        "parallel_tool_calls": boolean(), "tool_choice": any(), "tools": array(any()), "usage": any(), "store": boolean(),
-    })));
-    put("ResponseDeleted", obj(&["id", "object", "deleted"], json!({ "id": string(), "object": { "const": "response.deleted" }, "deleted": boolean() })));
-    put("TokenizeRequest", obj(&["content"], json!({ "model": string(), "content": string(), "add_special": boolean(), "with_pieces": boolean() })));
-    put("TokenizeResponse", obj(&["tokens"], json!({ "tokens": array(one_of(&[int(), obj(&["id", "piece"], json!({ "id": int(), "piece": one_of(&[string(), array(int())]) }))])) })));
+    put(
+        "ResponsesRequest",
+        obj(
+            &["model", "input"],
+            json!({
+                "model": string(), "input": one_of(&[string(), array(responses_item)]), "instructions": string(),
+                "max_output_tokens": int(), "temperature": num(), "top_p": num(), "tools": array(obj(&["type", "name"], json!({ "type": { "const": "function" }, "name": string(), "description": string(), "parameters": { "type": "object" }, "strict": boolean() }))),
+                "tool_choice": one_of(&[json!({ "enum": ["none", "auto", "required"] }), obj(&["type", "name"], json!({ "type": { "const": "function" }, "name": string() }))]),
+                "parallel_tool_calls": boolean(), "text": obj(&[], json!({ "format": obj(&["type"], json!({ "type": { "enum": ["text", "json_object", "json_schema"] }, "name": string(), "schema": { "type": "object" }, "strict": boolean() })) })),
+                "reasoning": obj(&[], json!({ "effort": { "enum": ["none", "minimal", "low", "medium", "high", "xhigh", "max"] } })),
+                "stream": boolean(), "store": boolean(), "previous_response_id": string(), "truncation": { "enum": ["auto", "disabled"] },
+                "metadata": { "type": "object" },
+            }),
+        ),
+    );
+    put(
+        "Response",
+        obj(
+            &["id", "object", "created_at", "model", "output", "parallel_tool_calls", "tool_choice", "tools"],
+            json!({
+                "id": string(), "object": { "const": "response" }, "created_at": int(),
+                "status": { "enum": ["completed", "incomplete", "failed", "in_progress"] }, "model": string(),
+                "output": array(output_item), "incomplete_details": any(), "error": any(), "previous_response_id": any(),
+                "parallel_tool_calls": boolean(), "tool_choice": any(), "tools": array(any()), "usage": any(), "store": boolean(),
+            }),
+        ),
+    );
+    put(
+        "ResponseDeleted",
+        obj(
+            &["id", "object", "deleted"],
+            json!({ "id": string(), "object": { "const": "response.deleted" }, "deleted": boolean() }),
+        ),
+    );
+    put(
+        "TokenizeRequest",
+        obj(
+            &["content"],
+            json!({ "model": string(), "content": string(), "add_special": boolean(), "with_pieces": boolean() }),
+        ),
+    );
+    put(
+        "TokenizeResponse",
+        obj(
+            &["tokens"],
+            json!({ "tokens": array(one_of(&[int(), obj(&["id", "piece"], json!({ "id": int(), "piece": one_of(&[string(), array(int())]) }))])) }),
+        ),
+    );
     put("DetokenizeRequest", obj(&["tokens"], json!({ "model": string(), "tokens": array(int()) })));
     put("DetokenizeResponse", obj(&["content"], json!({ "content": string() })));
-    put("ApplyTemplateRequest", obj(&["messages"], json!({ "model": string(), "messages": array(any()), "tools": array(function_tool) })));
+    put(
+        "ApplyTemplateRequest",
+        obj(&["messages"], json!({ "model": string(), "messages": array(any()), "tools": array(function_tool) })),
+    );
     put("ApplyTemplateResponse", obj(&["prompt", "tokens"], json!({ "prompt": string(), "tokens": int() })));
-    put("MessagesRequest", obj(&["model", "max_tokens", "messages"], json!({
-        "model": string(), "max_tokens": { "type": "integer", "minimum": 1 }, "messages": array(anthropic_message.clone()),
-        "system": system.clone(), "stop_sequences": array(string()), "temperature": num(), "top_p": num(), "top_k": int(),
-        "stream": boolean(), "tools": array(anthropic_tool.clone()), "tool_choice": anthropic_tool_choice.clone(),
-        "metadata": { "type": "object" }, "thinking": thinking.clone(), "seed": int(), "truncate": boolean(),
-    })));
-    put("Message", obj(&["id", "type", "role", "model", "content", "usage"], json!({
-        "id": string(), "type": { "const": "message" }, "role": { "const": "assistant" }, "model": string(),
-        "content": array(obj(&["type"], json!({ "type": { "enum": ["text", "tool_use", "thinking"] }, "text": string(), "id": string(), "name": string(), "input": { "type": "object" }, "thinking": string(), "signature": string() }))),
-        "stop_reason": { "enum": ["end_turn", "max_tokens", "stop_sequence", "tool_use"] }, "stop_sequence": one_of(&[string(), json!({ "type": "null" })]),
-        "usage": obj(&["input_tokens", "output_tokens"], json!({ "input_tokens": int(), "output_tokens": int(), "cache_creation_input_tokens": int(), "cache_read_input_tokens": int() })),
-    })));
-    put("CountTokensRequest", obj(&["model", "messages"], json!({ "model": string(), "messages": array(anthropic_message), "system": system, "tools": array(anthropic_tool), "tool_choice": anthropic_tool_choice, "thinking": thinking })));
+    put(
+        "MessagesRequest",
+        obj(
+            &["model", "max_tokens", "messages"],
+            json!({
+                "model": string(), "max_tokens": { "type": "integer", "minimum": 1 }, "messages": array(anthropic_message.clone()),
+                "system": system.clone(), "stop_sequences": array(string()), "temperature": num(), "top_p": num(), "top_k": int(),
+                "stream": boolean(), "tools": array(anthropic_tool.clone()), "tool_choice": anthropic_tool_choice.clone(),
+                "metadata": { "type": "object" }, "thinking": thinking.clone(), "seed": int(), "truncate": boolean(),
+            }),
+        ),
+    );
+    put(
+        "Message",
+        obj(
+            &["id", "type", "role", "model", "content", "usage"],
+            json!({
+                "id": string(), "type": { "const": "message" }, "role": { "const": "assistant" }, "model": string(),
+                "content": array(obj(&["type"], json!({ "type": { "enum": ["text", "tool_use", "thinking"] }, "text": string(), "id": string(), "name": string(), "input": { "type": "object" }, "thinking": string(), "signature": string() }))),
+                "stop_reason": { "enum": ["end_turn", "max_tokens", "stop_sequence", "tool_use"] }, "stop_sequence": one_of(&[string(), json!({ "type": "null" })]),
+                "usage": obj(&["input_tokens", "output_tokens"], json!({ "input_tokens": int(), "output_tokens": int(), "cache_creation_input_tokens": int(), "cache_read_input_tokens": int() })),
+            }),
+        ),
+    );
+    put(
+        "CountTokensRequest",
+        obj(
+            &["model", "messages"],
+            json!({ "model": string(), "messages": array(anthropic_message), "system": system, "tools": array(anthropic_tool), "tool_choice": anthropic_tool_choice, "thinking": thinking }),
+        ),
+    );
     put("TokenCount", obj(&["input_tokens"], json!({ "input_tokens": int() })));
     s
 }
@@ -332,7 +527,8 @@ pub fn document() -> Value {
         }
         let mut content = json!({ (op.response.1): { "schema": r(op.response.0) } });
         if let Some(stream) = op.streams {
-            content[stream] = json!({ "schema": { "type": "string", "description": "the same objects, one per event or line" } });
+            content[stream] =
+                json!({ "schema": { "type": "string", "description": "the same objects, one per event or line" } });
         }
         let (error_media, error_schema) = (JSON, r("Error"));
         operation["responses"] = json!({

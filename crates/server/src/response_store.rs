@@ -36,7 +36,8 @@ struct Inner {
 
 /// Response ids are `resp_` and alphanumerics: nothing else names a file.
 pub fn valid_id(id: &str) -> bool {
-    id.strip_prefix("resp_").is_some_and(|rest| !rest.is_empty() && rest.len() <= 64 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+    id.strip_prefix("resp_")
+        .is_some_and(|rest| !rest.is_empty() && rest.len() <= 64 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 impl Default for ResponseStore {

@@ -193,7 +193,11 @@ async fn golden_transcripts_of_every_stream() {
     ));
     let ask = json!([{ "role": "user", "content": "Weather in Paris and Rome?" }]);
     let (s, t) = h
-        .call("POST", "/v1/chat/completions", Some(json!({ "model": "fake", "stream": true, "tools": tools, "messages": ask })))
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({ "model": "fake", "stream": true, "tools": tools, "messages": ask })),
+        )
         .await;
     assert_eq!(s, 200);
     golden("openai_two_tool_calls.sse", &t);
@@ -213,21 +217,33 @@ async fn golden_transcripts_of_every_stream() {
     assert_ne!(calls[0].0, calls[1].0);
     assert_eq!(serde_json::from_str::<Value>(&calls[1].1).expect("args"), json!({ "city": "Rome" }));
     let (s, t) = h
-        .call("POST", "/v1/messages", Some(json!({ "model": "fake", "stream": true, "max_tokens": 64,
-            "tools": [{ "name": "get_weather", "input_schema": { "type": "object" } }], "messages": ask })))
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(json!({ "model": "fake", "stream": true, "max_tokens": 64,
+            "tools": [{ "name": "get_weather", "input_schema": { "type": "object" } }], "messages": ask })),
+        )
         .await;
     assert_eq!(s, 200);
     golden("anthropic_two_tool_uses.sse", &t);
     let (s, t) = h
-        .call("POST", "/v1/responses", Some(json!({ "model": "fake", "stream": true, "input": "Weather?",
-            "tools": [{ "type": "function", "name": "get_weather", "parameters": { "type": "object" } }] })))
+        .call(
+            "POST",
+            "/v1/responses",
+            Some(json!({ "model": "fake", "stream": true, "input": "Weather?",
+            "tools": [{ "type": "function", "name": "get_weather", "parameters": { "type": "object" } }] })),
+        )
         .await;
     assert_eq!(s, 200);
     golden("openai_responses_calls.sse", &t);
     let h = Harness::new(answer("Paris is the capital."));
     let (s, t) = h
-        .call("POST", "/v1/messages", Some(json!({ "model": "fake", "stream": true, "max_tokens": 64,
-            "messages": [{ "role": "user", "content": "Capital?" }] })))
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(json!({ "model": "fake", "stream": true, "max_tokens": 64,
+            "messages": [{ "role": "user", "content": "Capital?" }] })),
+        )
         .await;
     assert_eq!(s, 200);
     golden("anthropic_messages.sse", &t);
@@ -315,9 +331,19 @@ async fn every_dialect_answers_bad_input_in_its_own_shape() {
             "top_logprobs",
         ),
         ("/v1/responses", json!({ "model": "fake" }), 400, "input"),
-        ("/v1/responses", json!({ "model": "fake", "input": "x", "previous_response_id": "resp_nope" }), 404, "resp_nope"),
+        (
+            "/v1/responses",
+            json!({ "model": "fake", "input": "x", "previous_response_id": "resp_nope" }),
+            404,
+            "resp_nope",
+        ),
         ("/v1/responses", json!({ "model": "fake", "input": [{ "type": "mystery" }] }), 400, "mystery"),
-        ("/v1/messages", json!({ "model": "fake", "messages": [{ "role": "user", "content": "x" }] }), 400, "max_tokens"),
+        (
+            "/v1/messages",
+            json!({ "model": "fake", "messages": [{ "role": "user", "content": "x" }] }),
+            400,
+            "max_tokens",
+        ),
         (
             "/v1/messages",
             json!({ "model": "fake", "max_tokens": 5, "messages": [{ "role": "user", "content": [{ "type": "hologram" }] }] }),

@@ -161,8 +161,10 @@ pub struct MultiTurnReport {
 
 /// Words of a deterministic pseudo-random text of about `n` tokens.
 fn words(seed: u64, n: u32) -> String {
-    const W: &[&str] = &["river", "stone", "garden", "window", "orange", "silver", "market", "winter", "letter",
-        "forest", "engine", "pocket", "candle", "harbor", "violin", "ladder", "meadow", "button", "castle", "pepper"];
+    const W: &[&str] = &[
+        "river", "stone", "garden", "window", "orange", "silver", "market", "winter", "letter", "forest", "engine",
+        "pocket", "candle", "harbor", "violin", "ladder", "meadow", "button", "castle", "pepper",
+    ];
     let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
     (0..n)
         .map(|_| {
@@ -200,7 +202,10 @@ pub async fn multi_turn(client: &Client, w: &MultiTurn) -> anyhow::Result<MultiT
     for turn in 0..w.turns {
         let mut tasks = Vec::new();
         for (c, h) in histories.iter_mut().enumerate() {
-            let q = format!("Question {turn} of conversation {c}: {} What do you make of it?", words(w.seed + (c * 100 + turn) as u64 + 1, 40));
+            let q = format!(
+                "Question {turn} of conversation {c}: {} What do you make of it?",
+                words(w.seed + (c * 100 + turn) as u64 + 1, 40)
+            );
             h.push(serde_json::json!({ "role": "user", "content": q }));
             let msgs = h.clone();
             let client = client.clone();
@@ -259,7 +264,13 @@ pub struct GroundedReport {
     pub spec_drafted: Option<f64>,
 }
 
-pub async fn grounded(client: &Client, requests: usize, output_len: u32, texts: &[String], label: &str) -> anyhow::Result<GroundedReport> {
+pub async fn grounded(
+    client: &Client,
+    requests: usize,
+    output_len: u32,
+    texts: &[String],
+    label: &str,
+) -> anyhow::Result<GroundedReport> {
     let mut tps = Vec::new();
     let mut ttft = Vec::new();
     let mut prompt = 0.0;

@@ -175,8 +175,8 @@ pub async fn run(args: TemplateArgs) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("give a model or --file TEMPLATE.jinja"),
     };
-    let mut template =
-        ChatTemplate::new(&source, args.bos.unwrap_or(bos), args.eos.unwrap_or(eos)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut template = ChatTemplate::new(&source, args.bos.unwrap_or(bos), args.eos.unwrap_or(eos))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(now) = &args.now {
         template.set_clock(Some(clock(now)?));
     }

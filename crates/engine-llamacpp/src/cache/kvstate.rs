@@ -194,7 +194,8 @@ fn parse_stream(r: &mut Reader<'_>, cells: usize, stride: usize) -> Result<(Layo
     if let Some(elements) = layout.v_trans.as_mut() {
         while r.buf.len() - r.at > 4 && looks_like_transposed(r) {
             let (ty, el, n_embd) = (r.i32()?, r.u32()? as usize, r.u32()? as usize);
-            let data = r.take(n_embd.checked_mul(cells).and_then(|x| x.checked_mul(el)).ok_or(StateError::Truncated(r.at))?)?;
+            let data =
+                r.take(n_embd.checked_mul(cells).and_then(|x| x.checked_mul(el)).ok_or(StateError::Truncated(r.at))?)?;
             // Element j of cell i is at (j * cells + i): gather each cell's elements into its row.
             let row = n_embd * el;
             let mut rows = vec![0u8; row * cells];
@@ -375,7 +376,8 @@ pub fn decode(bytes: &[u8]) -> Result<(Layout, Segment), StateError> {
         other => return Err(StateError::Layout(format!("v_trans {other}"))),
     };
     if let Some(elements) = &v_trans {
-        if elements.iter().zip(&sizes[nk..]).any(|(el, (_, row))| !matches!(el, 1 | 2 | 4) || row % u64::from(*el) != 0) {
+        if elements.iter().zip(&sizes[nk..]).any(|(el, (_, row))| !matches!(el, 1 | 2 | 4) || row % u64::from(*el) != 0)
+        {
             return Err(StateError::Layout("transposed V element sizes".into()));
         }
     }
@@ -457,7 +459,14 @@ pub(crate) mod tests {
 
     /// [`blob`] with V transposed (no flash attention): each V layer `n_embd` elements of `el`
     /// bytes per cell, stored row by row.
-    pub fn transposed_blob(n_stream: u32, stream: u32, order: &[i32], layers: usize, n_embd: usize, el: usize) -> Vec<u8> {
+    pub fn transposed_blob(
+        n_stream: u32,
+        stream: u32,
+        order: &[i32],
+        layers: usize,
+        n_embd: usize,
+        el: usize,
+    ) -> Vec<u8> {
         let cells = order.len();
         let row = (n_embd * el) as u64;
         let mut out = Vec::new();
@@ -491,7 +500,9 @@ pub(crate) mod tests {
                 out.extend_from_slice(&(n_embd as u32).to_le_bytes());
                 for j in 0..n_embd {
                     for &p in order {
-                        out.extend((0..el).map(|b| 128 + l as u8 * 16 + (j as u8) * 4 + (p as u8).wrapping_add(b as u8)));
+                        out.extend(
+                            (0..el).map(|b| 128 + l as u8 * 16 + (j as u8) * 4 + (p as u8).wrapping_add(b as u8)),
+                        );
                     }
                 }
             }

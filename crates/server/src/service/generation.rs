@@ -188,7 +188,6 @@ impl Assembler {
             }
         }
     }
-
 }
 
 impl Generation {
@@ -252,7 +251,10 @@ impl Generation {
                         let rest = asm.policy.parser.finish();
                         asm.emit(rest, &mut out);
                         if !asm.logprobs.is_empty() {
-                            out.push(Ok(Piece::Text { text: String::new(), logprobs: std::mem::take(&mut asm.logprobs) }));
+                            out.push(Ok(Piece::Text {
+                                text: String::new(),
+                                logprobs: std::mem::take(&mut asm.logprobs),
+                            }));
                         }
                         out.push(Ok(Piece::Done(Final {
                             finish_reason,

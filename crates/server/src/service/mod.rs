@@ -75,7 +75,11 @@ impl Service {
     /// Starts `req.n` independent answers to one prompt (OpenAI's `n`), with seeds derived
     /// from the request's. The first is started alone; the others once it has produced its
     /// first token, so that they restore its prompt's KV instead of computing it again.
-    pub async fn generate_choices(&self, req: ServiceRequest, ctx: &RequestContext) -> Result<Vec<Generation>, ApiError> {
+    pub async fn generate_choices(
+        &self,
+        req: ServiceRequest,
+        ctx: &RequestContext,
+    ) -> Result<Vec<Generation>, ApiError> {
         if req.n == 0 || req.n > MAX_CHOICES {
             return Err(ApiError::bad_request(format!("`n` must be between 1 and {MAX_CHOICES}, got {}", req.n))
                 .with_param("n"));
@@ -89,8 +93,12 @@ impl Service {
             self.metrics.count_truncated(&acquired.name);
         }
         let policy = |fitted: &Fitted| OutputPolicy {
-            parser: OutputParser::new(!fitted.request.tools.is_empty(), fitted.delimiters.clone(), fitted.starts_in_reasoning)
-                .with_tools(fitted.tool_format, &fitted.request.tools),
+            parser: OutputParser::new(
+                !fitted.request.tools.is_empty(),
+                fitted.delimiters.clone(),
+                fitted.starts_in_reasoning,
+            )
+            .with_tools(fitted.tool_format, &fitted.request.tools),
             show_reasoning: req.think.enabled != Some(false),
             truncated_messages: fitted.truncated_messages,
             prompt_tokens: fitted.prompt_tokens,
@@ -368,7 +376,12 @@ fn reasoning(
     // gpt-oss: reasoning in the harmony analysis channel (split by the output parser), its
     // depth set by the template's `reasoning_effort`; no delimiters to force for a budget.
     let harmony = matches!(&request.prompt, Prompt::Chat(_))
-        && acquired.model.info().chat_template.as_deref().is_some_and(|t| ToolFormat::from_template(t) == ToolFormat::Harmony);
+        && acquired
+            .model
+            .info()
+            .chat_template
+            .as_deref()
+            .is_some_and(|t| ToolFormat::from_template(t) == ToolFormat::Harmony);
     if harmony {
         request.reasoning = Some(Reasoning {
             enabled: req.think.enabled,

@@ -72,7 +72,9 @@ pub fn convert_messages(messages: &[InputMessage], system: Option<&Value>) -> Re
             "assistant" => Role::Assistant,
             "system" => Role::System,
             other => {
-                return Err(bad(format!("messages.{i}.role: {other:?} is not one of user, assistant")).with_param("messages"))
+                return Err(
+                    bad(format!("messages.{i}.role: {other:?} is not one of user, assistant")).with_param("messages")
+                )
             }
         };
         let blocks: Vec<Value> = match &m.content {
@@ -97,10 +99,8 @@ pub fn convert_messages(messages: &[InputMessage], system: Option<&Value>) -> Re
             match (kind, role) {
                 ("text", _) => texts.push(str_field("text")?),
                 ("image" | "document", _) => {
-                    return Err(bad(format!(
-                        "{at}: {kind} blocks are not supported: this model reads text only"
-                    ))
-                    .with_param("messages"))
+                    return Err(bad(format!("{at}: {kind} blocks are not supported: this model reads text only"))
+                        .with_param("messages"))
                 }
                 ("tool_use", Role::Assistant) => {
                     let id = str_field("id")?;
@@ -133,12 +133,10 @@ pub fn convert_messages(messages: &[InputMessage], system: Option<&Value>) -> Re
                     return Err(bad(format!("{at}: tool_result blocks belong in user messages")).with_param("messages"))
                 }
                 ("", _) => return Err(bad(format!("{at}.type: Field required")).with_param("messages")),
-                (other, _) => {
-                    return Err(bad(format!(
-                        "{at}.type: unknown content block type {other:?}; supported: text, tool_use, tool_result, thinking"
-                    ))
-                    .with_param("messages"))
-                }
+                (other, _) => return Err(bad(format!(
+                    "{at}.type: unknown content block type {other:?}; supported: text, tool_use, tool_result, thinking"
+                ))
+                .with_param("messages")),
             }
         }
         msg.content = texts.join("\n");
@@ -162,9 +160,15 @@ fn tools(defs: &[ToolDef]) -> Result<Vec<ToolSpec>, ApiError> {
                 return Err(bad(format!("tools.{i}.name: must not be empty")).with_param("tools"));
             }
             if !t.input_schema.is_object() {
-                return Err(bad(format!("tools.{i}.input_schema: Field required (a JSON Schema object)")).with_param("tools"));
+                return Err(
+                    bad(format!("tools.{i}.input_schema: Field required (a JSON Schema object)")).with_param("tools")
+                );
             }
-            Ok(ToolSpec { name: t.name.clone(), description: t.description.clone(), parameters: t.input_schema.clone() })
+            Ok(ToolSpec {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters: t.input_schema.clone(),
+            })
         })
         .collect()
 }
@@ -213,7 +217,9 @@ impl TryFrom<MessagesBody> for ServiceRequest {
         }
         let max_tokens = match body.max_tokens {
             None => return Err(bad("max_tokens: Field required").with_param("max_tokens")),
-            Some(n) if n < 1 => return Err(bad(format!("max_tokens: must be at least 1, got {n}")).with_param("max_tokens")),
+            Some(n) if n < 1 => {
+                return Err(bad(format!("max_tokens: must be at least 1, got {n}")).with_param("max_tokens"))
+            }
             Some(n) => n,
         };
         if body.stop_sequences.iter().any(String::is_empty) {

@@ -164,7 +164,11 @@ impl Blocks {
         match piece {
             Piece::Thinking(t) => {
                 if self.open != Some(Open::Thinking) {
-                    self.start(Open::Thinking, json!({ "type": "thinking", "thinking": "", "signature": "" }), &mut out);
+                    self.start(
+                        Open::Thinking,
+                        json!({ "type": "thinking", "thinking": "", "signature": "" }),
+                        &mut out,
+                    );
                 }
                 out.push(self.delta(json!({ "type": "thinking_delta", "thinking": t })));
             }

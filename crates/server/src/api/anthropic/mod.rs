@@ -54,10 +54,11 @@ pub(crate) type Json<T> = crate::extract::DialectJson<T, Anthropic>;
 pub(crate) type Result<T> = std::result::Result<T, DialectError<Anthropic>>;
 
 pub fn routes(state: AppState) -> Routes {
-    Routes::default().post("/v1/messages", handlers::messages).post("/v1/messages/count_tokens", handlers::count_tokens).map(
-        |r| {
+    Routes::default()
+        .post("/v1/messages", handlers::messages)
+        .post("/v1/messages/count_tokens", handlers::count_tokens)
+        .map(|r| {
             r.layer(axum::extract::DefaultBodyLimit::max(crate::MAX_JSON_BODY))
                 .route_layer(axum::middleware::from_fn_with_state(state, crate::middleware::handle::<Anthropic>))
-        },
-    )
+        })
 }

@@ -154,7 +154,9 @@ impl TryFrom<CompletionBody> for ServiceRequest {
     fn try_from(body: CompletionBody) -> Result<Self, ApiError> {
         require_model(&body.model)?;
         if body.best_of.is_some_and(|b| b != body.n.unwrap_or(1)) {
-            return Err(ApiError::bad_request("`best_of` must equal `n` (no server-side ranking)").with_param("best_of"));
+            return Err(
+                ApiError::bad_request("`best_of` must equal `n` (no server-side ranking)").with_param("best_of")
+            );
         }
         if body.echo {
             return Err(ApiError::bad_request("`echo` is not supported").with_param("echo"));

@@ -145,11 +145,15 @@ pub async fn chat_completions(
             usage,
         })
     };
-    let delta = |index: usize, d: Delta| ChunkChoice { index: index as u32, delta: d, logprobs: None, finish_reason: None };
+    let delta =
+        |index: usize, d: Delta| ChunkChoice { index: index as u32, delta: d, logprobs: None, finish_reason: None };
     let first: Vec<String> = (0..n)
         .map(|i| {
             chunk(
-                vec![delta(i, Delta { role: Some("assistant".into()), content: Some(String::new()), ..Delta::default() })],
+                vec![delta(
+                    i,
+                    Delta { role: Some("assistant".into()), content: Some(String::new()), ..Delta::default() },
+                )],
                 None,
             )
         })

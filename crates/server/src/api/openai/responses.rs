@@ -69,9 +69,14 @@ fn content_text(v: &Value, at: &str) -> std::result::Result<String, ApiError> {
                     }
                     Some("refusal") => out.push_str(p.get("refusal").and_then(Value::as_str).unwrap_or("")),
                     Some(kind @ ("input_image" | "input_file" | "input_audio")) => {
-                        return Err(bad(format!("{at}.content[{k}]: {kind} is not supported: this model reads text only"), "input"))
+                        return Err(bad(
+                            format!("{at}.content[{k}]: {kind} is not supported: this model reads text only"),
+                            "input",
+                        ))
                     }
-                    Some(other) => return Err(bad(format!("{at}.content[{k}]: unknown content type {other:?}"), "input")),
+                    Some(other) => {
+                        return Err(bad(format!("{at}.content[{k}]: unknown content type {other:?}"), "input"))
+                    }
                     None => return Err(bad(format!("{at}.content[{k}]: every part needs a type"), "input")),
                 }
             }
@@ -94,14 +99,22 @@ fn items_to_messages(items: &[Value]) -> std::result::Result<Vec<Message>, ApiEr
                     Some("user") => Role::User,
                     Some("assistant") => Role::Assistant,
                     Some("system" | "developer") => Role::System,
-                    Some(other) => return Err(bad(format!("{at}.role: {other:?} is not user, assistant, system or developer"), "input")),
+                    Some(other) => {
+                        return Err(bad(
+                            format!("{at}.role: {other:?} is not user, assistant, system or developer"),
+                            "input",
+                        ))
+                    }
                     None => return Err(bad(format!("{at}.role: required"), "input")),
                 };
                 let text = content_text(item.get("content").unwrap_or(&Value::Null), &at)?;
                 out.push(Message::new(role, text));
             }
             "function_call" => {
-                let name = item.get("name").and_then(Value::as_str).ok_or_else(|| bad(format!("{at}.name: required"), "input"))?;
+                let name = item
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad(format!("{at}.name: required"), "input"))?;
                 let call_id = item.get("call_id").and_then(Value::as_str).map(str::to_string);
                 let args = item.get("arguments").and_then(Value::as_str).unwrap_or("{}");
                 let arguments = serde_json::from_str(args).unwrap_or_else(|_| Value::String(args.to_string()));
@@ -169,7 +182,10 @@ fn tools(defs: &[Value]) -> std::result::Result<Vec<ToolSpec>, ApiError> {
         .map(|(i, t)| {
             let kind = t.get("type").and_then(Value::as_str).unwrap_or("");
             if kind != "function" {
-                return Err(bad(format!("tools[{i}]: tool type {kind:?} is not available; only \"function\""), "tools"));
+                return Err(bad(
+                    format!("tools[{i}]: tool type {kind:?} is not available; only \"function\""),
+                    "tools",
+                ));
             }
             let name = t.get("name").and_then(Value::as_str).filter(|n| !n.trim().is_empty());
             let name = name.ok_or_else(|| bad(format!("tools[{i}].name: required"), "tools"))?;
@@ -254,7 +270,9 @@ pub(crate) fn convert(
         return Err(bad("`input` must hold at least one message", "input"));
     }
     let max_tokens = match body.max_output_tokens {
-        Some(n) if n < 1 => return Err(bad(format!("max_output_tokens must be at least 1, got {n}"), "max_output_tokens")),
+        Some(n) if n < 1 => {
+            return Err(bad(format!("max_output_tokens must be at least 1, got {n}"), "max_output_tokens"))
+        }
         other => other,
     };
     let truncation = body.truncation.clone().unwrap_or_else(|| "disabled".into());
@@ -319,7 +337,15 @@ fn usage(u: &Usage, reasoning_tokens: u32) -> Value {
 }
 
 /// The response object.
-fn response_object(id: &str, created: i64, echo: &Echo, status: &str, output: &[Value], fin: Option<&Final>, error: Option<Value>) -> Value {
+fn response_object(
+    id: &str,
+    created: i64,
+    echo: &Echo,
+    status: &str,
+    output: &[Value],
+    fin: Option<&Final>,
+    error: Option<Value>,
+) -> Value {
     let incomplete = fin.is_some_and(|f| f.finish_reason == FinishReason::Length && f.tool_calls.is_empty());
     json!({
         "id": id,
@@ -491,8 +517,15 @@ impl Streamer {
         self.lifecycle_with(kind, status, fin, error).0
     }
 
-    fn lifecycle_with(&mut self, kind: &str, status: &str, fin: Option<&Final>, error: Option<Value>) -> (Event, Value) {
-        let output: Vec<Value> = if fin.is_some() { self.items.iter().map(|i| i.item.clone()).collect() } else { vec![] };
+    fn lifecycle_with(
+        &mut self,
+        kind: &str,
+        status: &str,
+        fin: Option<&Final>,
+        error: Option<Value>,
+    ) -> (Event, Value) {
+        let output: Vec<Value> =
+            if fin.is_some() { self.items.iter().map(|i| i.item.clone()).collect() } else { vec![] };
         let response = response_object(&self.id, self.created, &self.echo, status, &output, fin, error);
         (self.event(kind, json!({ "response": response })), response)
     }
@@ -558,7 +591,10 @@ impl Streamer {
             }
             Open::Call => {
                 let item = &self.items[index].item;
-                let (call_id, name) = (item["call_id"].as_str().unwrap_or("").to_string(), item["name"].as_str().unwrap_or("").to_string());
+                let (call_id, name) = (
+                    item["call_id"].as_str().unwrap_or("").to_string(),
+                    item["name"].as_str().unwrap_or("").to_string(),
+                );
                 out.push(self.event(
                     "response.function_call_arguments.done",
                     json!({ "item_id": item_id, "output_index": index, "name": name, "arguments": text }),

@@ -74,7 +74,9 @@ pub async fn detokenize(State(state): State<AppState>, DialectJson(body, _): Jso
     let ids = body
         .tokens
         .iter()
-        .map(|&t| u32::try_from(t).map_err(|_| ApiError::bad_request(format!("invalid token id {t}")).with_param("tokens")))
+        .map(|&t| {
+            u32::try_from(t).map_err(|_| ApiError::bad_request(format!("invalid token id {t}")).with_param("tokens"))
+        })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let content = state.service.detokenize(&model, ids).await?;
     Ok(axum::Json(json!({ "content": content })).into_response())
