@@ -36,8 +36,13 @@ body = json.dumps({"model": "smol", "max_tokens": 1, "temperature": 0, "stream":
 req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body, {"Content-Type": "application/json"})
 t0 = time.perf_counter()
 with urllib.request.urlopen(req) as r:
+    # The first chunk with the token: text, or the finish (a first token that prints nothing);
+    # not the opening chunk that only carries the role (and an empty content).
     for line in r:
-        if line.startswith(b"data:") and b'"content":"' in line:
+        if not line.startswith(b"data:") or line.strip() == b"data: [DONE]":
+            continue
+        choice = (json.loads(line[5:]).get("choices") or [{}])[0]
+        if (choice.get("delta") or {}).get("content") or choice.get("finish_reason"):
             print(f"{(time.perf_counter() - t0) * 1000:.1f}")
             break
 PY
