@@ -13,12 +13,13 @@
 #   bench/compare-serving.sh [MODEL.gguf]
 #   env: REQUANT=Q4_0 (measure a Q4_0 copy), THREADS=2 PARALLEL=8 CTX=2048 CONC=1,2,4,8
 #        INPUT=128 OUTPUT=128 REQUESTS=16 PREFIX=1000 ROUNDS=2 SPLIT=1 (0: skip --decode-threads 1)
+#        MODES="greedy sampled" EXTRAS=1 (0: skip the cached-prefix and HTTP-path measurements)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 THREADS="${THREADS:-2}" PARALLEL="${PARALLEL:-8}" CTX="${CTX:-2048}" CONC="${CONC:-1,2,4,8}"
 INPUT="${INPUT:-128}" OUTPUT="${OUTPUT:-128}" REQUESTS="${REQUESTS:-16}" PREFIX="${PREFIX:-1000}"
-ROUNDS="${ROUNDS:-2}" SPLIT="${SPLIT:-1}"
+ROUNDS="${ROUNDS:-2}" SPLIT="${SPLIT:-1}" MODES="${MODES:-greedy sampled}" EXTRAS="${EXTRAS:-1}"
 bench_build
 MODEL=$(bench_model "${1:-}")
 OUT=bench/out/serving; mkdir -p "$OUT"; rm -f "$OUT"/*.json
@@ -37,17 +38,19 @@ header=$(bench_header)
 
 sweep() { # side mode round
   local side=$1 mode=$2 r=$3 extra=()
-  [[ $mode == sampled ]] && extra=(--temperature 0.7 --top-p 0.9)
+  # Prompts of their own per round and per mode: no server answers from an earlier sweep's cache.
+  local seed=$((r * 100))
+  [[ $mode == sampled ]] && extra=(--temperature 0.7 --top-p 0.9) && seed=$((seed + 50))
   echo "round $r/$ROUNDS: $side $mode" >&2
   "$HL" bench smol --url "http://127.0.0.1:${PORT[$side]}" --concurrency "$CONC" --requests "$REQUESTS" \
-    --input-len "$INPUT" --output-len "$OUTPUT" --label "$side" --seed $((r * 100)) "${extra[@]}" --json \
+    --input-len "$INPUT" --output-len "$OUTPUT" --label "$side" --seed "$seed" "${extra[@]}" --json \
     >"$OUT/$mode-$side-$r.json"
 }
 for r in $(seq 1 "$ROUNDS"); do
   order=("${SIDES[@]}")
   (( r % 2 == 0 )) && order=($(printf '%s\n' "${SIDES[@]}" | tac))
-  for side in "${order[@]}"; do sweep "$side" greedy "$r"; done
-  for side in "${order[@]}"; do [[ $side == hl-dt1 ]] || sweep "$side" sampled "$r"; done
+  [[ " $MODES " == *" greedy "* ]] && for side in "${order[@]}"; do sweep "$side" greedy "$r"; done
+  [[ " $MODES " == *" sampled "* ]] && for side in "${order[@]}"; do [[ $side == hl-dt1 ]] || sweep "$side" sampled "$r"; done
 done
 
 prefix_ttft() { # port -> JSON {cold_ms, warm_ms}
@@ -73,14 +76,14 @@ for rep in range(3):
 print(json.dumps({"cold_ms": sorted(cold)[1], "warm_ms": sorted(warm)[1]}))
 PY
 }
-for side in ls hl; do prefix_ttft "${PORT[$side]}" >"$OUT/prefix-$side.json"; done
+[[ $EXTRAS == 1 ]] && for side in ls hl; do prefix_ttft "${PORT[$side]}" >"$OUT/prefix-$side.json"; done
 bench_cleanup; wait 2>/dev/null || true
 _bench_pids=()
 
 # The HTTP path's cost: single-stream decode through a --parallel 1 server against
 # in-process generation, alternating, 3 rounds.
-bench_start_hyperllama "${PORT[hl]}" "$OUT/hyperllama.log" "$MODEL" "$home" "$THREADS" 1 "$CTX"
-for r in 1 2 3; do
+[[ $EXTRAS == 1 ]] && bench_start_hyperllama "${PORT[hl]}" "$OUT/hyperllama.log" "$MODEL" "$home" "$THREADS" 1 "$CTX"
+[[ $EXTRAS == 1 ]] && for r in 1 2 3; do
   "$HL" bench smol --url "http://127.0.0.1:${PORT[hl]}" --concurrency 1 --requests 4 --input-len "$INPUT" \
     --output-len "$OUTPUT" --seed $((r + 50)) --json >"$OUT/http-single-$r.json"
   "$HL" bench "$MODEL" --threads "$THREADS" --ctx-size "$CTX" --prompt-tokens "$INPUT" -n "$OUTPUT" -i 4 \
@@ -89,9 +92,10 @@ done
 bench_cleanup; wait 2>/dev/null || true
 rm -rf "$home" "$home_dt1"
 
-python3 - "$OUT" "$ROUNDS" "$MODEL" "$THREADS" "$PARALLEL" "$CTX" "$INPUT" "$OUTPUT" "$REQUESTS" "$PREFIX" "$SPLIT" "$header" <<'PY'
+python3 - "$OUT" "$ROUNDS" "$MODEL" "$THREADS" "$PARALLEL" "$CTX" "$INPUT" "$OUTPUT" "$REQUESTS" "$PREFIX" "$SPLIT" "$header" "$MODES" "$EXTRAS" <<'PY'
 import json, os, statistics, sys
-out, rounds, model, threads, parallel, ctx, inp, outp, reqs, prefix, split, header = sys.argv[1:]
+out, rounds, model, threads, parallel, ctx, inp, outp, reqs, prefix, split, header, modes, extras = sys.argv[1:]
+modes = modes.split()
 rounds = int(rounds)
 med = statistics.median
 def levels(mode, side):
@@ -106,6 +110,8 @@ print(f"\nModel {os.path.basename(model)}, {threads} threads, {parallel} sequenc
       f"input ~{inp} tokens, output {outp} tokens, {reqs} requests per level, streaming /v1/completions; "
       f"medians of {rounds} alternating rounds.")
 for mode, title in (("greedy", "greedy (temperature 0)"), ("sampled", "temperature 0.7, top_p 0.9")):
+    if mode not in modes:
+        continue
     ls, hl = levels(mode, "ls"), levels(mode, "hl")
     print(f"\n**{title}**\n")
     print("| concurrency | llama-server out tok/s | HyperLlama out tok/s | ratio | llama-server TTFT p50 ms | HyperLlama TTFT p50 ms | ratio | TPOT p50 ms (ls / HL) | ITL p99 ms (ls / HL) | ratio |")
@@ -115,7 +121,7 @@ for mode, title in (("greedy", "greedy (temperature 0)"), ("sampled", "temperatu
         print(f"| {c} | {l['tps']:.1f} | {h['tps']:.1f} | {h['tps']/l['tps']:.2f}x | {l['ttft']:.0f} | {h['ttft']:.0f} | "
               f"{h['ttft']/l['ttft']:.2f}x | {l['tpot']:.1f} / {h['tpot']:.1f} | {l['itl99']:.0f} / {h['itl99']:.0f} | "
               f"{h['itl99']/l['itl99']:.2f}x |")
-if split == "1":
+if split == "1" and "greedy" in modes:
     hl, dt1 = levels("greedy", "hl"), levels("greedy", "hl-dt1")
     print("\n**Thread split** (greedy): HyperLlama with --decode-threads 1 against the default (all threads)\n")
     print("| concurrency | default out tok/s | --decode-threads 1 out tok/s | ratio | TPOT p50 ms (default / 1) |")
@@ -123,6 +129,8 @@ if split == "1":
     for c in hl:
         print(f"| {c} | {hl[c]['tps']:.1f} | {dt1[c]['tps']:.1f} | {dt1[c]['tps']/hl[c]['tps']:.2f}x | "
               f"{hl[c]['tpot']:.1f} / {dt1[c]['tpot']:.1f} |")
+if extras != "1":
+    sys.exit(0)
 for name, side in (("llama-server", "ls"), ("HyperLlama", "hl")):
     p = json.load(open(f"{out}/prefix-{side}.json"))
     print(f"\n{name}: TTFT with a cached {prefix}-token prefix {p['warm_ms']:.0f} ms vs cold {p['cold_ms']:.0f} ms "
