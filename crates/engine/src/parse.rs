@@ -511,11 +511,8 @@ impl OutputParser {
         let channel = field(HARMONY_CHANNEL).unwrap_or_default();
         let body = match field("to=") {
             Some(recipient) if !recipient.is_empty() => {
-                // `to=functions.NAME` (a built-in tool's recipient, `browser.search`, as is);
-                // a `json` glued to the name by the model is the constraint, not the name.
+                // `to=functions.NAME` (a built-in tool's recipient, `browser.search`, as is).
                 let name = recipient.strip_prefix("functions.").unwrap_or(&recipient);
-                let name =
-                    name.strip_suffix("json").filter(|n| !n.is_empty() && header.contains("json<")).unwrap_or(name);
                 let index = self.calls;
                 self.calls += 1;
                 out.push(Parsed::ToolStart { index, name: name.to_string() });
