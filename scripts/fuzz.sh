@@ -32,6 +32,8 @@ echo '{"model":"smol","max_tokens":9,"system":[{"type":"text","text":"s"}],"mess
 echo '{"model":"smol","input":[{"role":"user","content":"hi"},{"type":"function_call","call_id":"c","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"c","output":"x"}],"instructions":"i","tools":[{"type":"function","name":"f","parameters":{"type":"object"}}],"text":{"format":{"type":"json_schema","name":"n","schema":{"type":"object"}}},"reasoning":{"effort":"low"},"truncation":"auto"}' \
   >"$corpus/request_json/responses"
 printf 'ok<think>why</think>\n\nsure <tool_call>{"name": "f", "arguments": {"a": "}"}}</tool_call>' >"$corpus/request_json/generated-text"
+# Real outputs of every family's tool-call format (Qwen3-Coder XML, Mistral, harmony, DeepSeek).
+for f in tests/fixtures/tool_outputs/*.txt; do cp "$f" "$corpus/request_json/output-$(basename "$f")"; done
 
 for target in gguf_metadata modelfile request_json; do
   echo "fuzzing $target for ${SECONDS_EACH}s" >&2

@@ -42,14 +42,28 @@ pub fn decode_for_fuzzing(data: &[u8]) {
     if let Ok(b) = serde_json::from_slice::<openai::responses::ResponsesBody>(data) {
         check(openai::responses::convert(|_| None, b).map(|(req, _, _)| req));
     }
-    // The output parser, on the bytes as generated text, fed in pieces of every size.
+    // The output parser, on the bytes as generated text, in every family's call format, fed
+    // in pieces of several sizes; typed by a schema for the formats that write text values.
+    use hyperllama_engine::parse::ToolFormat;
     let text = String::from_utf8_lossy(data);
+    let tools = [hyperllama_core::ToolSpec {
+        name: "get_weather".into(),
+        description: String::new(),
+        parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}),
+    }];
+    let format = match data.first().map(|b| (b >> 1) % 4) {
+        Some(1) => ToolFormat::Mistral,
+        Some(2) => ToolFormat::DeepSeekR1,
+        Some(3) => ToolFormat::Harmony,
+        _ => ToolFormat::Hermes,
+    };
     for piece in [1usize, 3, 7, 64] {
         let mut parser = hyperllama_engine::parse::OutputParser::new(
             true,
             Some(hyperllama_engine::parse::ReasoningDelimiters::think()),
             data.first().is_some_and(|b| b & 1 == 1),
-        );
+        )
+        .with_tools(format, &tools);
         let mut rest: &str = &text;
         while !rest.is_empty() {
             let mut cut = piece.min(rest.len());
