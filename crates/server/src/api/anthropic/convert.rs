@@ -133,10 +133,12 @@ pub fn convert_messages(messages: &[InputMessage], system: Option<&Value>) -> Re
                     return Err(bad(format!("{at}: tool_result blocks belong in user messages")).with_param("messages"))
                 }
                 ("", _) => return Err(bad(format!("{at}.type: Field required")).with_param("messages")),
-                (other, _) => return Err(bad(format!(
+                (other, _) => {
+                    return Err(bad(format!(
                     "{at}.type: unknown content block type {other:?}; supported: text, tool_use, tool_result, thinking"
                 ))
-                .with_param("messages")),
+                    .with_param("messages"))
+                }
             }
         }
         msg.content = texts.join("\n");
