@@ -7,6 +7,7 @@ registry reports their family, parameter count, quantization and context. Then a
 plain transcript, and `show` says which is in use."""
 
 import json
+import os
 import pathlib
 import subprocess
 
@@ -78,6 +79,9 @@ def test_a_base_model_passes_prompts_through(oc, tiny, server):
     assert shown.template == "{{ .Prompt }}"
     raw = requests.post(f"{server}/api/show", json={"model": "tiny-base"}, timeout=30).json()
     assert "plain transcript" in raw["chat_format"], raw.get("chat_format")
+    cli = subprocess.run([str(BINARY), "show", "tiny-base"], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, HYPERLLAMA_HOST=server))
+    assert cli.returncode == 0 and "plain transcript" in cli.stdout, (cli.stdout, cli.stderr)
     # Not raw, no template: the prompt is passed through as it is, as Ollama's default
     # template does; the same tokens as a raw request.
     r = oc.generate(model="tiny-base", prompt="The capital of France is", options={"num_predict": 6, "temperature": 0})

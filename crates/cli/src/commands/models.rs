@@ -188,6 +188,9 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<()> {
         println!("    {:<20} {}", "context length", info[format!("{arch}.context_length")]);
         println!("    {:<20} {}", "embedding length", info[format!("{arch}.embedding_length")]);
         println!("    {:<20} {}", "quantization", d["quantization_level"].as_str().unwrap_or_default());
+        if let Some(format) = v["chat_format"].as_str() {
+            println!("    {:<20} {format}", "chat format");
+        }
         let mem = &v["memory_estimate"];
         let gib = |k: &str| mem[k].as_f64().unwrap_or(0.0) / (1u64 << 30) as f64;
         println!(
