@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 HYPERLLAMA_TEST_MODEL=$(scripts/setup.sh)
 export HYPERLLAMA_TEST_MODEL
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+# Debian's Chromium for the web UI's browser tests (Playwright drives it; no browser download).
+HYPERLLAMA_CHROMIUM=$(scripts/browser-deps.sh)
+export HYPERLLAMA_CHROMIUM
 # The MAX sidecar's environment (max[serve] pinned in python/pyproject.toml).
 HYPERLLAMA_MAX_PYTHON=$(scripts/setup-max.sh)
 export HYPERLLAMA_MAX_PYTHON

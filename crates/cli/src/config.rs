@@ -208,6 +208,9 @@ pub struct ServeArgs {
     /// absolute `from`). Without it only local clients may (loopback, no API keys).
     #[arg(long, env = "HYPERLLAMA_ALLOW_LOCAL_PATHS")]
     pub allow_local_paths: Option<bool>,
+    /// Do not serve the web chat and dashboard (`/ui/`); `/` then always answers as Ollama's does.
+    #[arg(long, env = "HYPERLLAMA_NO_WEBUI", num_args = 0..=1, default_missing_value = "true")]
+    pub no_webui: Option<bool>,
     /// The log format (`--log-format` on the command line; here for the file's sake).
     #[arg(skip)]
     pub log_format: Option<String>,
@@ -260,6 +263,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("tls_key", "none"),
     ("shutdown_timeout", "10s"),
     ("allow_local_paths", "false (local clients only)"),
+    ("no_webui", "false (web UI at /ui/)"),
     ("log_format", "text"),
 ];
 
@@ -322,6 +326,7 @@ pub struct Settings {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub allow_local_paths: bool,
+    pub webui: bool,
     /// (setting, shown value, source), in flag order, for `--print-config`.
     pub report: Vec<(String, String, Source)>,
 }
@@ -476,6 +481,7 @@ impl ServeArgs {
             tls_cert: m.tls_cert,
             tls_key: m.tls_key,
             allow_local_paths: m.allow_local_paths.unwrap_or(false),
+            webui: !m.no_webui.unwrap_or(false),
             report,
         })
     }

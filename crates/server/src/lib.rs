@@ -26,6 +26,7 @@ pub mod remotes;
 pub mod response_store;
 mod routes;
 pub mod service;
+pub mod webui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,6 +100,8 @@ pub struct HttpOptions {
     /// Let any client create models from paths on the server's disk (`/api/create` with an
     /// absolute `from`); without it, only this machine's own user may (loopback, no keys).
     pub allow_local_paths: bool,
+    /// Serve the web chat and dashboard under `/ui/` (and send browsers at `/` there).
+    pub webui: bool,
 }
 
 impl Default for HttpOptions {
@@ -109,6 +112,7 @@ impl Default for HttpOptions {
             shutdown_grace: SHUTDOWN_GRACE,
             tls: None,
             allow_local_paths: false,
+            webui: true,
         }
     }
 }
@@ -157,6 +161,7 @@ fn routes(state: &AppState) -> routes::Routes {
     let ops = routes::Routes::default()
         .get("/health", health)
         .get("/metrics", render_metrics)
+        .get("/api/fleet", fleet)
         .get("/openapi.json", openapi_json)
         .map(|r| {
             r.route_layer(axum::middleware::from_fn_with_state(
@@ -178,6 +183,9 @@ pub fn route_table(state: &AppState) -> Vec<(&'static str, &'static str)> {
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let (mut app, _) = routes(&state).into_parts();
+    if state.http.webui {
+        app = app.merge(webui::router());
+    }
     if let Some(t) = state.http.request_timeout {
         app =
             app.layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, t));
@@ -188,6 +196,11 @@ pub fn router(state: AppState) -> Router {
 /// The OpenAPI document of every dialect.
 async fn openapi_json() -> axum::Json<serde_json::Value> {
     axum::Json(openapi::document())
+}
+
+/// The fleet's nodes: health and models (the dashboard's fleet table).
+async fn fleet(axum::extract::State(state): axum::extract::State<AppState>) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "nodes": state.registry().remotes().status() }))
 }
 
 /// Liveness, as vLLM's and llama-server's `/health`.

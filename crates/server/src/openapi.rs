@@ -62,6 +62,7 @@ const OPS: &[Op] = &[
     // Operations.
     Op { method: "GET", path: "/health", tag: "ops", summary: "Liveness", request: None, response: ("Health", JSON), streams: None },
     Op { method: "GET", path: "/metrics", tag: "ops", summary: "Prometheus metrics", request: None, response: ("Text", TEXT), streams: None },
+    Op { method: "GET", path: "/api/fleet", tag: "ops", summary: "The fleet's nodes: health and models", request: None, response: ("Fleet", JSON), streams: None },
     Op { method: "GET", path: "/openapi.json", tag: "ops", summary: "This document", request: None, response: ("Object", JSON), streams: None },
 ];
 
@@ -257,6 +258,21 @@ fn schemas() -> Map<String, Value> {
     put("Binary", json!({ "type": "string", "format": "binary" }));
     put("Health", obj(&["status"], json!({ "status": { "const": "ok" } })));
     put("Version", obj(&["version"], json!({ "version": string() })));
+    put(
+        "Fleet",
+        obj(
+            &["nodes"],
+            json!({ "nodes": { "type": "array", "items": obj(
+                &["url", "healthy", "models"],
+                json!({
+                    "url": string(), "healthy": { "type": "boolean" },
+                    "error": { "type": ["string", "null"] },
+                    "checked_secs_ago": { "type": ["number", "null"] },
+                    "models": { "type": "array", "items": string() },
+                }),
+            ) } }),
+        ),
+    );
     put("Error", obj(&["error"], json!({ "error": any() })));
     put("OllamaOptions", knobs);
     put(

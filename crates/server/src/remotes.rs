@@ -32,13 +32,35 @@ pub struct Remotes {
     nodes: Vec<Arc<dyn Engine>>,
     /// Per node, its catalog as last fetched.
     catalog: RwLock<Vec<Vec<ServedModel>>>,
+    /// Per node, how its last catalog fetch went.
+    health: RwLock<Vec<Health>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Health {
+    checked: Option<std::time::Instant>,
+    error: Option<String>,
+}
+
+/// A node as the dashboard shows it (`GET /api/fleet`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeStatus {
+    pub url: String,
+    /// Its last catalog fetch answered (false before the first one).
+    pub healthy: bool,
+    pub error: Option<String>,
+    /// Seconds since the last catalog fetch; `None` before the first.
+    pub checked_secs_ago: Option<f64>,
+    /// The model ids of its last known catalog.
+    pub models: Vec<String>,
 }
 
 impl Remotes {
     /// Nodes in order of preference; each must have a catalog ([`Engine::catalog`]).
     pub fn new(nodes: Vec<Arc<dyn Engine>>) -> Self {
         let catalog = RwLock::new(vec![Vec::new(); nodes.len()]);
-        Self { nodes, catalog }
+        let health = RwLock::new(vec![Health::default(); nodes.len()]);
+        Self { nodes, catalog, health }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -60,14 +82,24 @@ impl Remotes {
         let results = futures::future::join_all(fetches).await;
         for (i, fetched) in results.into_iter().enumerate() {
             let url = self.url(NodeId(i));
-            match fetched {
+            let error = match fetched {
                 Ok(Ok(models)) => {
                     if let Ok(mut c) = self.catalog.write() {
                         c[i] = models;
                     }
+                    None
                 }
-                Ok(Err(e)) => tracing::warn!(node = %url, error = %e, "cannot list the node's models"),
-                Err(_) => tracing::warn!(node = %url, "the node did not list its models within 5 s"),
+                Ok(Err(e)) => {
+                    tracing::warn!(node = %url, error = %e, "cannot list the node's models");
+                    Some(e.to_string())
+                }
+                Err(_) => {
+                    tracing::warn!(node = %url, "the node did not list its models within 5 s");
+                    Some("no answer within 5 s".to_string())
+                }
+            };
+            if let Ok(mut h) = self.health.write() {
+                h[i] = Health { checked: Some(std::time::Instant::now()), error };
             }
         }
     }
@@ -102,6 +134,24 @@ impl Remotes {
     /// The node's engine.
     pub fn node(&self, node: NodeId) -> Option<Arc<dyn Engine>> {
         self.nodes.get(node.0).cloned()
+    }
+
+    /// Every node: its URL, whether its last catalog fetch answered, and its models.
+    pub fn status(&self) -> Vec<NodeStatus> {
+        let catalog = self.catalog.read().map(|c| c.clone()).unwrap_or_default();
+        let health = self.health.read().map(|h| h.clone()).unwrap_or_default();
+        (0..self.nodes.len())
+            .map(|i| {
+                let h = health.get(i).cloned().unwrap_or_default();
+                NodeStatus {
+                    url: self.url(NodeId(i)),
+                    healthy: h.checked.is_some() && h.error.is_none(),
+                    error: h.error,
+                    checked_secs_ago: h.checked.map(|t| t.elapsed().as_secs_f64()),
+                    models: catalog.get(i).map(|c| c.iter().map(|m| m.id.clone()).collect()).unwrap_or_default(),
+                }
+            })
+            .collect()
     }
 
     /// Every remote model, node by node.
@@ -167,6 +217,18 @@ mod tests {
         let served = ids.iter().map(|id| ServedModel { id: id.to_string(), ..ServedModel::default() }).collect();
         r.catalog.write().expect("lock")[0] = served;
         r
+    }
+
+    #[tokio::test]
+    async fn status_reports_each_node_after_its_first_check() {
+        let r = with_catalog(&["smol:latest"]);
+        let before = r.status();
+        assert_eq!(before.len(), 1);
+        assert!(!before[0].healthy && before[0].checked_secs_ago.is_none());
+        assert_eq!(before[0].models, vec!["smol:latest".to_string()]);
+        r.refresh().await;
+        let after = r.status();
+        assert!(after[0].healthy && after[0].error.is_none() && after[0].checked_secs_ago.is_some());
     }
 
     #[test]

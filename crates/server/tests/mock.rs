@@ -586,3 +586,22 @@ async fn creating_from_a_server_path_is_for_local_users_or_an_explicit_flag() {
     };
     assert_eq!(req(hyperllama_server::router(allowed).layer(remote)).await, 200);
 }
+
+#[tokio::test]
+async fn without_the_web_ui_nothing_is_served_under_ui_and_browsers_get_the_liveness_text() {
+    let h = Harness::new(Script::default());
+    let state = AppState {
+        http: Arc::new(hyperllama_server::HttpOptions { webui: false, ..hyperllama_server::HttpOptions::default() }),
+        ..h.state.clone()
+    };
+    let router = hyperllama_server::router(state);
+    let r = Request::get("/ui/").body(Body::empty()).expect("request");
+    assert_eq!(router.clone().oneshot(r).await.expect("infallible").status(), StatusCode::NOT_FOUND);
+    let r = Request::get("/").header("accept", "text/html").body(Body::empty()).expect("request");
+    let resp = router.oneshot(r).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    // And with it on (the default), the same request is sent to the UI.
+    let r = Request::get("/").header("accept", "text/html").body(Body::empty()).expect("request");
+    let resp = hyperllama_server::router(h.state.clone()).oneshot(r).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+}

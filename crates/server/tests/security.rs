@@ -204,3 +204,35 @@ async fn metrics_report_latencies_tokens_and_refusals() {
     assert!(waiting >= 0.0 && waiting.fract() == 0.0 && waiting <= 8.0, "waiting gauge {waiting}");
     assert!(!text.contains(OPEN_KEY), "keys never appear in metrics");
 }
+
+#[tokio::test]
+async fn the_web_ui_loads_without_a_key_with_security_headers_while_its_api_needs_one() {
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    for (path, kind) in [("/ui/", "text/html"), ("/ui/dashboard", "text/html"), ("/ui/chat.js", "text/javascript")] {
+        let r = client().get(url(path)).send().await.expect("request");
+        assert_eq!(r.status(), 200, "{path} needs no key");
+        let h = r.headers();
+        assert!(h["content-type"].to_str().expect("ascii").starts_with(kind), "{path}: {:?}", h["content-type"]);
+        let csp = h["content-security-policy"].to_str().expect("ascii");
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+        assert!(csp.contains("connect-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert!(h.contains_key("etag"));
+    }
+    // A browser at / is sent to the UI; Ollama's clients still get the liveness text.
+    let r = no_redirects.get(url("/")).header("accept", "text/html,application/xhtml+xml").send().await.expect("get");
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/ui/");
+    let r = no_redirects.get(url("/")).send().await.expect("get");
+    assert_eq!(body(r).await, "HyperLlama is running");
+    let r = client().get(url("/ui/no-such-file.js")).send().await.expect("get");
+    assert_eq!(r.status(), 404);
+    let r = client().get(url("/ui/..%2FCargo.toml")).send().await.expect("get");
+    assert_eq!(r.status(), 404, "only the embedded files are served");
+    // The data the pages show is the API's: keys apply.
+    let r = client().get(url("/api/fleet")).send().await.expect("get");
+    assert_eq!(r.status(), 401);
+    let r = client().get(url("/api/fleet")).bearer_auth(OPEN_KEY).send().await.expect("get");
+    assert_eq!(body(r).await, json!({ "nodes": [] }));
+}

@@ -98,6 +98,7 @@ pub async fn run(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<
         shutdown_grace: settings.shutdown_timeout,
         tls,
         allow_local_paths: settings.allow_local_paths,
+        webui: settings.webui,
     });
     // Stored Responses-API responses survive a restart.
     let responses_dir = hyperllama_home()?.join("responses");
@@ -118,6 +119,14 @@ pub async fn run(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<
             env!("CARGO_PKG_VERSION"),
             dir.display()
         )?;
+        if settings.webui {
+            let shown = if local.ip().is_unspecified() {
+                SocketAddr::from(([127, 0, 0, 1], local.port()))
+            } else {
+                local
+            };
+            writeln!(out, "Web chat and dashboard: {scheme}://{shown}/ui/")?;
+        }
         out.flush()?;
     }
     hyperllama_server::serve(listener, state, shutdown_signal()).await?;

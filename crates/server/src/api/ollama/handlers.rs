@@ -19,8 +19,12 @@ use crate::extract::DialectJson;
 use crate::service::{nanos, EmbedRequest, Final, Knobs, Piece, ServiceRequest};
 use crate::AppState;
 
-pub async fn root() -> &'static str {
-    "HyperLlama is running"
+/// Liveness for Ollama's clients ("... is running"); a browser is sent to the web UI.
+pub async fn root(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if state.http.webui && crate::webui::wants_html(&headers) {
+        return axum::response::Redirect::to("/ui/").into_response();
+    }
+    "HyperLlama is running".into_response()
 }
 
 pub async fn version() -> axum::Json<Value> {

@@ -1,0 +1,427 @@
+"""The web chat and dashboard in a real browser: Debian's headless Chromium, driven by
+Playwright (its Python package, pointed at the system browser: nothing is downloaded), against
+a real `hyperllama serve` with the real model. Every request the pages make is watched: one to
+any other origin fails the test (the UI must work with no network), and so does any script
+error or Content-Security-Policy violation. Screenshots go to $HYPERLLAMA_SCREENSHOTS
+(default target/ui-screenshots), which CI keeps as artifacts; docs/screenshots/ holds copies."""
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import tempfile
+import threading
+import time
+
+import ollama
+import pytest
+import requests
+
+from conftest import ROOT, model_path, start_server, stop
+
+from playwright import sync_api as playwright_api
+
+SHOTS = pathlib.Path(os.environ.get("HYPERLLAMA_SCREENSHOTS", ROOT / "target" / "ui-screenshots"))
+FIXTURES = ROOT / "tests" / "fixtures" / "webui"
+KEY = "sk-webui-0123456789abcdef"
+TIMEOUT_MS = 120_000
+
+
+def chromium_path():
+    exe = os.environ.get("HYPERLLAMA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    assert os.path.exists(exe), "Chromium missing: scripts/browser-deps.sh installs Debian's chromium"
+    return exe
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=chromium_path(), headless=True,
+            # Debian's Chromium as root needs --no-sandbox; the rest keep it off the network.
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+class Watched:
+    """A page whose requests to other origins, script errors and CSP reports are collected."""
+
+    def __init__(self, browser, base, **context_args):
+        self.base = base
+        self.context = browser.new_context(accept_downloads=True, **context_args)
+        self.context.set_default_timeout(TIMEOUT_MS)
+        self.foreign = []
+        self.errors = []
+        # A 401 while the page asks for a key is expected; a test may expect more.
+        self.expected = ["status of 401"]
+        origin = base.rstrip("/")
+
+        def route(r):
+            if r.request.url.startswith(origin + "/") or r.request.url.startswith(("blob:", "data:")):
+                r.continue_()
+            else:
+                self.foreign.append(r.request.url)
+                r.abort()
+
+        self.context.route("**/*", route)
+        self.page = self.context.new_page()
+        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+
+        def console(msg):
+            if msg.type == "error" and not any(e in msg.text for e in self.expected):
+                self.errors.append(f"console: {msg.text}")
+
+        self.page.on("console", console)
+
+    def check(self):
+        assert not self.foreign, f"the UI reached outside the server: {self.foreign}"
+        assert not self.errors, f"errors in the page: {self.errors}"
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture()
+def watched(browser, server):
+    w = Watched(browser, server)
+    yield w
+    try:
+        w.check()
+    finally:
+        w.close()
+
+
+def open_chat(w, model="smol:latest"):
+    page = w.page
+    page.goto(w.base + "/")  # a browser at / lands on the UI
+    assert page.url.endswith("/ui/")
+    page.wait_for_selector("#model[data-loaded]")
+    page.select_option("#model", model)
+    return page
+
+
+def settings(page, **values):
+    if not page.is_visible("#temperature"):
+        page.click("#settings summary")
+    for k, v in values.items():
+        page.fill(f"#{k}", str(v))
+        page.dispatch_event(f"#{k}", "change")
+
+
+def record_partials(page):
+    """Collects the streaming answer's text each time it changes, while it streams."""
+    page.evaluate("""() => {
+        window.__partials = [];
+        new MutationObserver(() => {
+            const li = document.querySelector('#messages li[data-streaming]');
+            if (li) window.__partials.push(li.querySelector('.content').textContent);
+        }).observe(document.getElementById('messages'), { childList: true, subtree: true, characterData: true });
+    }""")
+
+
+def wait_answer(page):
+    page.wait_for_selector("#messages li[data-streaming]", state="detached")
+    page.wait_for_selector("#stop", state="hidden")
+
+
+def stored(page):
+    return page.evaluate("() => JSON.parse(localStorage.getItem('hyperllama.conversations'))")
+
+
+def current(page):
+    """The conversation the page shows, from the browser's storage."""
+    cid = page.get_attribute("#conversations li.current", "data-id")
+    return next(c for c in stored(page) if c["id"] == cid)
+
+
+def scheduler(base, model="smol:latest"):
+    for m in requests.get(f"{base}/api/ps", timeout=10).json()["models"]:
+        if m["name"] == model:
+            return m["scheduler"]
+    return None
+
+
+def until(what, check, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = check()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_chat_streams_the_greedy_answer_and_keeps_it_across_a_reload(watched, server):
+    page = open_chat(watched)
+    settings(page, temperature=0, num_predict=80, seed=7)
+    record_partials(page)
+    prompt = "Write a Python function that returns the square of a number."
+    page.fill("#prompt", prompt)
+    page.press("#prompt", "Enter")
+    page.wait_for_selector("#stop", state="visible")
+    wait_answer(page)
+    conv = current(page)
+    answer = conv["messages"][-1]
+    assert [m["role"] for m in conv["messages"]] == ["user", "assistant"]
+    assert answer["content"].strip(), answer
+    # Tokens were on the page before the answer ended: several growing prefixes of it.
+    partials = [p for p in page.evaluate("window.__partials") if p]
+    assert len(set(partials)) >= 2, partials
+    assert all(len(p) <= len(answer["content"]) for p in partials)
+    # The same request through the API gives the same greedy answer.
+    api = ollama.Client(host=server).chat(
+        model="smol:latest", messages=[{"role": "user", "content": prompt}],
+        options={"temperature": 0, "num_predict": 80, "seed": 7})
+    assert answer["content"] == api.message.content
+    stats = page.inner_text("#messages li.assistant .stats")
+    assert re.search(r"\d+ tokens .* tok/s .* TTFT", stats), stats
+    assert answer["stats"]["eval_count"] == api.eval_count
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.click("#settings summary")  # folded, for the picture
+    page.screenshot(path=str(SHOTS / "chat.png"))
+    page.click("#settings summary")
+    # The conversation survives a reload: listed, with its messages and settings.
+    page.reload()
+    page.wait_for_selector("#model[data-loaded]")
+    assert prompt[:20] in page.inner_text("#conversations")
+    assert page.inner_text("#messages li.user .content") == prompt
+    assert current(page)["messages"][-1]["content"] == answer["content"]
+    assert page.input_value("#temperature") == "0"
+    # Export: JSON that holds the conversation, and Markdown.
+    with page.expect_download() as d:
+        page.click("#export-json")
+    exported = json.loads(pathlib.Path(d.value.path()).read_text())
+    assert exported["format"] == "hyperllama.conversation"
+    assert exported["messages"][1]["content"] == answer["content"]
+    with page.expect_download() as d:
+        page.click("#export-md")
+    md = pathlib.Path(d.value.path()).read_text()
+    assert "## User" in md and prompt in md and "## Assistant" in md
+
+
+def test_edit_and_regenerate_continue_from_the_edited_turn(watched):
+    page = open_chat(watched)
+    page.click("#new-chat")
+    settings(page, temperature=0, num_predict=12, seed=1)
+    page.fill("#prompt", "Name a color.")
+    page.press("#prompt", "Enter")
+    wait_answer(page)
+    page.click("#messages li.user .edit")
+    page.fill("#messages li.user .edit-area", "Name a fruit.")
+    page.click("#messages li.user button.primary")
+    wait_answer(page)
+    conv = current(page)
+    assert [m["content"] for m in conv["messages"] if m["role"] == "user"] == ["Name a fruit."]
+    assert len(conv["messages"]) == 2
+    first = conv["messages"][1]["content"]
+    page.click("#messages li.assistant .regenerate")
+    wait_answer(page)
+    conv = current(page)
+    assert len(conv["messages"]) == 2, "regenerate replaces the answer"
+    assert conv["messages"][1]["content"] == first, "greedy: the same answer again"
+    # Rename, then delete (which asks once more).
+    page.click("#conversations li.current button[aria-label^='Rename']")
+    page.fill("#conversations input.rename", "Fruit talk")
+    page.press("#conversations input.rename", "Enter")
+    assert current(page)["title"] == "Fruit talk"
+    n = len(stored(page))
+    page.click("#conversations li.current button[aria-label^='Delete']")
+    page.click("#conversations li button:has-text('Delete?')")
+    until("the conversation to go", lambda: len(stored(page)) == n - 1, 10)
+
+
+def test_stop_aborts_the_request_and_the_server_frees_the_sequence(watched, server):
+    page = open_chat(watched)
+    page.click("#new-chat")
+    settings(page, temperature=0.8, num_predict=1500, seed=3)
+    before = scheduler(server) or {"requests_cancelled": 0}
+    page.fill("#prompt", "Count from 1 to 1000, one number per line.")
+    page.press("#prompt", "Enter")
+    page.wait_for_function(
+        "() => { const li = document.querySelector('#messages li[data-streaming] .content'); "
+        "return li && li.textContent.length > 10; }")
+    until("the request to hold a sequence", lambda: (scheduler(server) or {}).get("active", 0) >= 1, 10)
+    page.click("#stop")
+    wait_answer(page)
+    assert page.is_visible("#messages li.assistant .badge:has-text('stopped')")
+    assert current(page)["messages"][-1].get("stopped") is True
+    s = until("the sequence to be freed",
+              lambda: (lambda s: s if s and s["active"] == 0 and s["waiting"] == 0 else None)(scheduler(server)), 15)
+    assert s["requests_cancelled"] > before["requests_cancelled"], s
+
+
+def test_model_output_is_shown_as_text_never_run(watched):
+    page = open_chat(watched)
+    page.set_input_files("#import-file", str(FIXTURES / "xss-conversation.json"))
+    page.wait_for_selector("#messages li.assistant")
+    assert current(page)["title"] == "XSS fixture"
+    text = page.inner_text("#messages")
+    assert "<img src=x onerror=" in text and "<script>" in text
+    assert page.evaluate("window.__xss === undefined"), "a script from model output ran"
+    for selector in ["img", "script", "iframe", "svg", "[onerror]", "a[href^='javascript']", "style"]:
+        assert page.query_selector(f"#messages {selector}") is None, selector
+    # Markdown still renders: a code block with a copy button, a safe link, emphasis.
+    assert page.query_selector("#messages .code-block pre code") is not None
+    assert page.get_attribute("#messages a", "href") == "https://example.com/docs"
+    assert page.get_attribute("#messages a", "rel") == "noopener noreferrer nofollow"
+    assert page.query_selector("#messages strong") is not None
+    # A user message with markup is text too, and it reaches the model unchanged.
+    page.fill("#prompt", '<img src=x onerror="window.__xss=3"> hello')
+    settings(page, num_predict=4)
+    page.press("#prompt", "Enter")
+    wait_answer(page)
+    assert page.locator("#messages li.user .content").last.inner_text() == '<img src=x onerror="window.__xss=3"> hello'
+    assert page.evaluate("window.__xss === undefined")
+    # An import that is not a conversation is refused with a message, and nothing is lost.
+    n = len(stored(page))
+    bad = pathlib.Path(tempfile.mkdtemp()) / "bad.json"
+    bad.write_text('{"hello": 1}')
+    page.set_input_files("#import-file", str(bad))
+    page.wait_for_selector("#banner:has-text('Cannot import')")
+    assert len(stored(page)) == n
+
+
+def test_reasoning_is_shown_collapsible_apart_from_the_answer(watched, think_model):
+    page = open_chat(watched, f"{think_model}:latest")
+    page.click("#new-chat")
+    settings(page, temperature=0, num_predict=24)
+    page.wait_for_function("() => !document.getElementById('think').disabled")
+    page.check("#think")
+    page.dispatch_event("#think", "change")
+    page.fill("#prompt", "Is 7 a prime number?")
+    page.press("#prompt", "Enter")
+    wait_answer(page)
+    msg = current(page)["messages"][-1]
+    assert msg.get("thinking"), msg
+    assert page.query_selector("#messages li.assistant details.thinking summary") is not None
+    assert msg["thinking"].strip()[:10] in page.text_content("#messages li.assistant details.thinking")
+    assert "<think>" not in msg["content"]
+
+
+def test_pull_a_model_by_name_with_progress(watched):
+    page = open_chat(watched)
+    page.evaluate("""() => {
+        window.__progress = [];
+        new MutationObserver(() => window.__progress.push(document.getElementById('pull-progress').getAttribute('value')))
+          .observe(document.getElementById('pull-progress'), { attributes: true });
+    }""")
+    page.click("details.pull summary")
+    page.fill("#pull-name", "hf.co/smol/SmolLM2-GGUF:Q4_1")
+    page.click("#pull-form button[type=submit]")
+    page.wait_for_selector("#pull-status:has-text('Pulled')")
+    assert any(v not in (None, "0") for v in page.evaluate("window.__progress")), "the bar moved"
+    options = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
+    assert any("SmolLM2-GGUF" in o for o in options), options
+    assert "SmolLM2-GGUF" in page.input_value("#model")
+    # A name the hub does not have: a clear error, the picker unchanged.
+    watched.expected.append("status of 404")
+    page.fill("#pull-name", "hf.co/nobody/nothing")
+    page.click("#pull-form button[type=submit]")
+    page.wait_for_selector("#pull-status.error")
+    assert "failed" in page.inner_text("#pull-status")
+
+
+def test_dashboard_shows_the_loaded_model_and_live_throughput(watched, server):
+    page = watched.page
+    page.goto(server + "/ui/dashboard")
+    page.wait_for_selector("body[data-polled]")
+    # A little traffic, three clients at once, while the page polls.
+    def client(i):
+        c = ollama.Client(host=server)
+        for j in range(2):
+            c.generate(model="smol:latest", prompt=f"Tell me fact {j} about llamas, client {i}.",
+                       options={"num_predict": 32, "temperature": 0})
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    row = page.wait_for_selector("#loaded tr[data-model='smol:latest']")
+    assert row.query_selector("td:nth-child(2)").inner_text().strip(), "the engine is named"
+    assert re.search(r"\d+ / \d+", row.inner_text())
+    page.wait_for_function("() => Number(document.getElementById('tile-tps').dataset.value) > 0")
+    assert float(page.inner_text("#tile-tps")) > 0
+    assert int(page.inner_text("#tile-total")) >= 32
+    page.wait_for_function("() => document.getElementById('tile-ttft').textContent.includes('ms') "
+                           "|| document.getElementById('tile-ttft').textContent.includes(' s')")
+    page.wait_for_function("() => Number(document.body.dataset.polled) >= 4")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
+    # Unload from the dashboard: the model leaves /api/ps.
+    page.click("#loaded tr[data-model='smol:latest'] button")
+    until("the model to unload", lambda: scheduler(server) is None, 20)
+    page.wait_for_selector("#loaded tr[data-model='smol:latest']", state="detached")
+
+
+def test_phone_width_keeps_the_conversations_one_tap_away(browser, server):
+    w = Watched(browser, server, viewport={"width": 390, "height": 800}, is_mobile=True, has_touch=True)
+    try:
+        page = open_chat(w)
+        assert page.evaluate("document.getElementById('sidebar').getBoundingClientRect().right <= 0"), \
+            "the conversation list starts folded away"
+        page.click("#toggle-sidebar")
+        page.wait_for_function("() => document.getElementById('sidebar').getBoundingClientRect().left >= 0")
+        assert page.get_attribute("#toggle-sidebar", "aria-expanded") == "true"
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 400, f"the page scrolls sideways at phone width: {width}px"
+        w.check()
+    finally:
+        w.close()
+
+
+@pytest.fixture(scope="module")
+def keyed_server():
+    home = tempfile.mkdtemp(prefix="hyperllama-webui-keys-")
+    proc, base = start_server(home, "--ctx-size", "512", "--parallel", "1", env_extra={"HYPERLLAMA_API_KEYS": KEY})
+    try:
+        c = ollama.Client(host=base, headers={"Authorization": f"Bearer {KEY}"})
+        c.create(model="smol", files={"m.gguf": c.create_blob(str(model_path()))})
+        yield base
+    finally:
+        stop(proc)
+
+
+def test_with_keys_the_page_asks_and_a_wrong_key_is_a_clear_error(browser, keyed_server):
+    w = Watched(browser, keyed_server)
+    try:
+        page = w.page
+        page.goto(keyed_server + "/ui/")
+        page.wait_for_selector("#key-dialog[open]")
+        page.fill("#key-input", "sk-wrong-key-00000000000")
+        page.press("#key-input", "Enter")
+        page.wait_for_selector("#key-error:has-text('invalid API key')")
+        assert page.is_visible("#key-dialog[open]")
+        page.fill("#key-input", KEY)
+        page.press("#key-input", "Enter")
+        page.wait_for_selector("#model[data-loaded]")
+        assert "smol:latest" in page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
+        assert not page.is_visible("#key-dialog")
+        # The key is kept for the browser session only.
+        assert page.evaluate("sessionStorage.getItem('hyperllama.apiKey')") == KEY
+        assert KEY not in json.dumps(page.evaluate("Object.assign({}, localStorage)"))
+        settings(page, num_predict=4)
+        page.fill("#prompt", "Hi")
+        page.press("#prompt", "Enter")
+        wait_answer(page)
+        assert current(page)["messages"][-1]["content"]
+        # The dashboard uses the same session key.
+        page.goto(keyed_server + "/ui/dashboard")
+        page.wait_for_selector("body[data-polled]")
+        assert not page.is_visible("#key-dialog")
+        w.check()
+    finally:
+        w.close()
+
+
+def test_no_webui_serves_no_pages():
+    home = tempfile.mkdtemp(prefix="hyperllama-nowebui-")
+    proc, base = start_server(home, "--no-webui")
+    try:
+        assert requests.get(f"{base}/ui/", timeout=10).status_code == 404
+        r = requests.get(f"{base}/", headers={"accept": "text/html"}, timeout=10)
+        assert r.status_code == 200 and r.text == "HyperLlama is running"
+    finally:
+        stop(proc)
