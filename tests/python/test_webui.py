@@ -10,6 +10,7 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -284,6 +285,51 @@ def test_model_output_is_shown_as_text_never_run(watched):
     assert len(stored(page)) == n
 
 
+MARKDOWN_CASES = {
+    "heading": "# Title\n\nSome *em*, **strong**, ~~gone~~ and `code <b>`.",
+    "lists": "- a\n- b\n  - c\n\n3. x\n4. y",
+    "fence": "```js\nlet a = '<b>x</b>';\n```\nafter",
+    "unclosed": "Here:\n```py\nprint(1)",
+    "links": "[x](javascript:alert(1)) [y](https://a.example/c) see http://b.example/d.",
+    "words": "snake_case_name and 2 * 3 * 4 stay as written",
+    "table": "| a | b |\n|---|:-:|\n| 1 | 2 |",
+    "math": "Inline $x^2$ and\n\n$$\n\\int f\n$$",
+    "quote": "> quoted *text*",
+    "html": "<b>bold</b> <img src=x onerror=alert(1)>",
+    "breaks": "line one\nline two",
+}
+
+
+def test_markdown_renderer_builds_the_expected_elements(watched, server):
+    page = watched.page
+    page.goto(server + "/ui/")
+    out = page.evaluate("""async (cases) => {
+        const { render } = await import('/ui/markdown.js');
+        const result = {};
+        for (const [name, text] of Object.entries(cases)) {
+            const div = document.createElement('div');
+            div.append(render(text));
+            result[name] = { html: div.innerHTML, text: div.textContent };
+        }
+        return result;
+    }""", MARKDOWN_CASES)
+    h = {k: v["html"] for k, v in out.items()}
+    assert h["heading"].startswith("<h3>Title</h3><p>Some <em>em</em>, <strong>strong</strong>, <del>gone</del>")
+    assert "<code>code &lt;b&gt;</code>" in h["heading"]
+    assert h["lists"] == "<ul><li>a</li><li><p>b</p><ul><li>c</li></ul></li></ul><ol start=\"3\"><li>x</li><li>y</li></ol>"
+    assert '<code data-lang="js">let a = \'&lt;b&gt;x&lt;/b&gt;\';</code>' in h["fence"] and h["fence"].endswith("<p>after</p>")
+    assert "<code data-lang=\"py\">print(1)</code>" in h["unclosed"], "an open fence while streaming is code"
+    assert h["links"].count("<a ") == 2, h["links"]
+    assert 'href="https://a.example/c"' in h["links"] and 'href="http://b.example/d"' in h["links"]
+    assert 'href="javascript' not in h["links"] and "[x](javascript:alert(1))" in out["links"]["text"]
+    assert "<em>" not in h["words"] and out["words"]["text"] == MARKDOWN_CASES["words"]
+    assert "<th>a</th><th>b</th>" in h["table"] and "<td>1</td><td>2</td>" in h["table"]
+    assert '<span class="math">x^2</span>' in h["math"] and '<div class="math block">\\int f</div>' in h["math"]
+    assert h["quote"] == "<blockquote><p>quoted <em>text</em></p></blockquote>"
+    assert h["html"] == "<p>&lt;b&gt;bold&lt;/b&gt; &lt;img src=x onerror=alert(1)&gt;</p>"
+    assert h["breaks"] == "<p>line one<br>line two</p>"
+
+
 def test_reasoning_is_shown_collapsible_apart_from_the_answer(watched, think_model):
     page = open_chat(watched, f"{think_model}:latest")
     page.click("#new-chat")
@@ -377,6 +423,8 @@ def keyed_server():
     home = tempfile.mkdtemp(prefix="hyperllama-webui-keys-")
     proc, base = start_server(home, "--ctx-size", "512", "--parallel", "1", env_extra={"HYPERLLAMA_API_KEYS": KEY})
     try:
+        # After the listening line, serve prints where the UI is.
+        assert f"Web chat and dashboard: {base}/ui/" in proc.stdout.readline()
         c = ollama.Client(host=base, headers={"Authorization": f"Bearer {KEY}"})
         c.create(model="smol", files={"m.gguf": c.create_blob(str(model_path()))})
         yield base
@@ -425,3 +473,57 @@ def test_no_webui_serves_no_pages():
         assert r.status_code == 200 and r.text == "HyperLlama is running"
     finally:
         stop(proc)
+
+
+def test_a_fleet_front_door_lists_the_nodes_models_and_health(browser):
+    """A front door over a live HyperLlama node and a node that is down: the picker offers the
+    live node's model, the chat answers through it, and the dashboard shows both nodes."""
+    node_home = tempfile.mkdtemp(prefix="hyperllama-webui-node-")
+    node, node_url = start_server(node_home, "--ctx-size", "1024", "--parallel", "1")
+    front = None
+    try:
+        c = ollama.Client(host=node_url)
+        c.create(model="smol-b", files={"m.gguf": c.create_blob(str(model_path()))})
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        front_home = tempfile.mkdtemp(prefix="hyperllama-webui-front-")
+        front, base = start_server(front_home, "--openai-url", f"{node_url},{dead}")
+        w = Watched(browser, base)
+        try:
+            page = open_chat(w, "smol-b:latest")
+            label = page.eval_on_selector("#model option[value='smol-b:latest']", "o => o.textContent")
+            assert f"on {node_url}/v1" in label, label
+            settings(page, temperature=0, num_predict=8)
+            page.fill("#prompt", "Say hello.")
+            page.press("#prompt", "Enter")
+            wait_answer(page)
+            msg = current(page)["messages"][-1]
+            assert msg["content"] and not msg.get("error"), msg
+            page.goto(base + "/ui/dashboard")
+            page.wait_for_selector("#fleet-section:not([hidden])")
+            rows = page.eval_on_selector_all("#fleet tbody tr", "rs => rs.map(r => r.innerText)")
+            assert len(rows) == 2, rows
+            live = next(r for r in rows if node_url in r)
+            down = next(r for r in rows if dead in r)
+            assert "healthy" in live and "smol-b:latest" in live, live
+            assert "down" in down, down
+            w.check()
+        finally:
+            w.close()
+    finally:
+        if front is not None:
+            stop(front)
+        stop(node)
+
+
+def test_dark_theme_follows_the_system(browser, server):
+    w = Watched(browser, server, color_scheme="dark")
+    try:
+        page = open_chat(w)
+        bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        channels = [int(x) for x in re.findall(r"\d+", bg)[:3]]
+        assert sum(channels) < 3 * 80, f"dark system theme, light page: {bg}"
+        w.check()
+    finally:
+        w.close()

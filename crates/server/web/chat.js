@@ -188,7 +188,9 @@ function messageNode(msg, i) {
   if (msg.role === 'assistant') {
     if (msg.thinking) {
       const body = el('div', { class: 'thinking-body' }, render(msg.thinking));
-      li.append(el('details', { class: 'thinking', open: !msg.content }, el('summary', {}, 'Thinking'), body));
+      const details = el('details', { class: 'thinking', open: !msg.content }, el('summary', {}, 'Thinking'), body);
+      details.querySelector('summary').addEventListener('click', () => { details.dataset.touched = '1'; });
+      li.append(details);
     }
     li.append(el('div', { class: 'content markdown' }, render(msg.content)));
     if (msg.tool_calls && msg.tool_calls.length) li.append(el('div', { class: 'tool-calls' }, toolCalls(msg.tool_calls)));
@@ -234,9 +236,19 @@ function updateStreaming() {
     const s = state.streaming;
     if (!s || s.conv !== state.current) return;
     const i = s.conv.messages.indexOf(s.msg);
-    const old = $('messages').querySelector(`li[data-index="${i}"]`);
-    if (old) old.replaceWith(messageNode(s.msg, i));
-    scrollDown();
+    const ol = $('messages');
+    // Follow the answer only while the reader is at the bottom.
+    const following = ol.scrollHeight - ol.scrollTop - ol.clientHeight < 80;
+    const old = ol.querySelector(`li[data-index="${i}"]`);
+    if (old) {
+      const fresh = messageNode(s.msg, i);
+      // A reasoning block the reader opened or closed stays that way.
+      const shown = old.querySelector('details.thinking');
+      const now = fresh.querySelector('details.thinking');
+      if (shown && now && shown.dataset.touched) { now.open = shown.open; now.dataset.touched = '1'; }
+      old.replaceWith(fresh);
+    }
+    if (following) scrollDown();
   });
 }
 

@@ -10,9 +10,10 @@ import { el } from './api.js';
 
 const SAFE_URL = /^(https?:\/\/|mailto:)/i;
 
-function link(label, href) {
-  if (!SAFE_URL.test(href)) return [`[${label}](${href})`];
-  return [el('a', { href, target: '_blank', rel: 'noopener noreferrer nofollow' }, ...inline(label))];
+/** A link to `href` showing `children`, or `raw` as text when the target is not safe. */
+function link(children, href, raw) {
+  if (!SAFE_URL.test(href)) return [raw];
+  return [el('a', { href, target: '_blank', rel: 'noopener noreferrer nofollow' }, ...children)];
 }
 
 const INLINE = [
@@ -22,10 +23,10 @@ const INLINE = [
   [/~~(?=\S)([\s\S]*?\S)~~/y, (m) => [el('del', {}, ...inline(m[1]))]],
   [/\*(?=[^\s*])([^*\n]*?[^\s*])\*/y, (m) => [el('em', {}, ...inline(m[1]))]],
   [/_(?=[^\s_])([^_\n]*?[^\s_])_(?!\w)/y, (m) => [el('em', {}, ...inline(m[1]))]],
-  [/\[([^\]\n]+)\]\(([^)\s]+)\)/y, (m) => link(m[1], m[2])],
+  [/\[([^\]\n]+)\]\(([^)\s]+)\)/y, (m) => link(inline(m[1]), m[2], m[0])],
   [/\\\((.+?)\\\)/y, (m) => [el('span', { class: 'math' }, m[1])]],
   [/\$(?=[^\s$])([^$\n]*?[^\s$])\$(?!\d)/y, (m) => [el('span', { class: 'math' }, m[1])]],
-  [/https?:\/\/[^\s<>()]*[^\s<>().,;:!?'"*_]/y, (m) => link(m[0], m[0])],
+  [/https?:\/\/[^\s<>()]*[^\s<>().,;:!?'"*_]/y, (m) => link([m[0]], m[0], m[0])],
 ];
 const TRIGGERS = new Set(['`', '*', '_', '~', '[', '\\', '$', 'h']);
 
@@ -89,7 +90,8 @@ const RULE = /^\s{0,3}([-*_])(\s*\1){2,}\s*$/;
 const QUOTE = /^\s{0,3}>\s?(.*)$/;
 const BULLET = /^(\s*)([-*+])\s+(.*)$/;
 const NUMBERED = /^(\s*)(\d{1,9})[.)]\s+(.*)$/;
-const TABLE_SEP = /^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$/;
+/** A table's delimiter row: pipes, hyphens and alignment colons only (`|---|:-:|`). */
+const isTableSep = (line) => line.includes('|') && line.includes('-') && /^[\s|:-]+$/.test(line);
 
 function cells(row) {
   let r = row.trim();
@@ -101,7 +103,7 @@ function cells(row) {
 function isBlockStart(line, next) {
   return FENCE.test(line) || HEADING.test(line) || RULE.test(line) || QUOTE.test(line)
     || BULLET.test(line) || NUMBERED.test(line) || line.trim() === '$$'
-    || (line.includes('|') && next !== undefined && TABLE_SEP.test(next));
+    || (line.includes('|') && next !== undefined && isTableSep(next));
 }
 
 function list(lines, i, ordered) {
@@ -170,7 +172,7 @@ function blocks(lines) {
       const [node, next] = list(lines, i, true);
       out.push(node);
       i = next;
-    } else if (line.includes('|') && i + 1 < lines.length && TABLE_SEP.test(lines[i + 1])) {
+    } else if (line.includes('|') && i + 1 < lines.length && isTableSep(lines[i + 1])) {
       const head = cells(line);
       i += 2;
       const rows = [];
