@@ -120,11 +120,8 @@ pub async fn run(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<
             dir.display()
         )?;
         if settings.webui {
-            let shown = if local.ip().is_unspecified() {
-                SocketAddr::from(([127, 0, 0, 1], local.port()))
-            } else {
-                local
-            };
+            let shown =
+                if local.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], local.port())) } else { local };
             writeln!(out, "Web chat and dashboard: {scheme}://{shown}/ui/")?;
         }
         out.flush()?;
