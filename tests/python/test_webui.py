@@ -423,8 +423,6 @@ def keyed_server():
     home = tempfile.mkdtemp(prefix="hyperllama-webui-keys-")
     proc, base = start_server(home, "--ctx-size", "512", "--parallel", "1", env_extra={"HYPERLLAMA_API_KEYS": KEY})
     try:
-        # After the listening line, serve prints where the UI is.
-        assert f"Web chat and dashboard: {base}/ui/" in proc.stdout.readline()
         c = ollama.Client(host=base, headers={"Authorization": f"Bearer {KEY}"})
         c.create(model="smol", files={"m.gguf": c.create_blob(str(model_path()))})
         yield base

@@ -41,6 +41,8 @@ fn start() -> Server {
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
     let host = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).expect("address").to_string();
+    // One line: where it listens, its store, and where its web UI is.
+    assert!(line.trim_end().ends_with(&format!("web chat and dashboard at http://{host}/ui/)")), "{line}");
     Server { child, host, dir }
 }
 

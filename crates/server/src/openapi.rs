@@ -26,7 +26,7 @@ const TEXT: &str = "text/plain";
 
 const OPS: &[Op] = &[
     // Ollama.
-    Op { method: "GET", path: "/", tag: "ollama", summary: "Liveness: \"HyperLlama is running\"", request: None, response: ("Text", TEXT), streams: None },
+    Op { method: "GET", path: "/", tag: "ollama", summary: "Liveness: \"HyperLlama is running\" (a browser, by its Accept header, is sent to the web UI at /ui/)", request: None, response: ("Text", TEXT), streams: None },
     Op { method: "HEAD", path: "/", tag: "ollama", summary: "Liveness", request: None, response: ("Text", TEXT), streams: None },
     Op { method: "GET", path: "/api/version", tag: "ollama", summary: "Server version", request: None, response: ("Version", JSON), streams: None },
     Op { method: "HEAD", path: "/api/version", tag: "ollama", summary: "Server version", request: None, response: ("Version", JSON), streams: None },

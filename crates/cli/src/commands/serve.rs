@@ -112,18 +112,22 @@ pub async fn run(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<
     // One line on stdout, so scripts can wait for it and learn the port (with --port 0).
     {
         use std::io::Write;
+        // The web UI's address goes on the same line: a script that reads one line and closes
+        // the pipe must not make a second write fail.
+        let ui = if settings.webui {
+            let shown =
+                if local.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], local.port())) } else { local };
+            format!("; web chat and dashboard at {scheme}://{shown}/ui/")
+        } else {
+            String::new()
+        };
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
-            "HyperLlama {} listening on {scheme}://{local} (models in {})",
+            "HyperLlama {} listening on {scheme}://{local} (models in {}{ui})",
             env!("CARGO_PKG_VERSION"),
             dir.display()
         )?;
-        if settings.webui {
-            let shown =
-                if local.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], local.port())) } else { local };
-            writeln!(out, "Web chat and dashboard: {scheme}://{shown}/ui/")?;
-        }
         out.flush()?;
     }
     hyperllama_server::serve(listener, state, shutdown_signal()).await?;
