@@ -20,12 +20,13 @@ import pytest
 import requests
 
 from conftest import ROOT, model_path, start_server, stop
+# A server with API keys and the test model (shared with the clients' key tests).
+from test_keys_and_ops import KEY, keyed  # noqa: F401 (a fixture)
 
 from playwright import sync_api as playwright_api
 
 SHOTS = pathlib.Path(os.environ.get("HYPERLLAMA_SCREENSHOTS", ROOT / "target" / "ui-screenshots"))
 FIXTURES = ROOT / "tests" / "fixtures" / "webui"
-KEY = "sk-webui-0123456789abcdef"
 TIMEOUT_MS = 120_000
 
 
@@ -370,30 +371,54 @@ def test_pull_a_model_by_name_with_progress(watched):
     assert "failed" in page.inner_text("#pull-status")
 
 
+def dashboard_wait(page, predicate, what):
+    """Waits for `predicate` on the dashboard; on a timeout, says what the page showed."""
+    try:
+        page.wait_for_function(predicate, timeout=60_000)
+    except playwright_api.TimeoutError:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "dashboard-failed.png"), full_page=True)
+        shown = page.evaluate("""() => ({
+            banner: document.getElementById('banner').textContent,
+            polled: document.body.dataset.polled,
+            tiles: document.querySelector('.tiles').innerText,
+            loaded: document.getElementById('loaded').innerText,
+        })""")
+        raise AssertionError(f"the dashboard never showed {what}: {shown}") from None
+
+
 def test_dashboard_shows_the_loaded_model_and_live_throughput(watched, server):
     page = watched.page
     page.goto(server + "/ui/dashboard")
     page.wait_for_selector("body[data-polled]")
     # A little traffic, three clients at once, while the page polls.
+    failures = []
+
     def client(i):
-        c = ollama.Client(host=server)
-        for j in range(2):
-            c.generate(model="smol:latest", prompt=f"Tell me fact {j} about llamas, client {i}.",
-                       options={"num_predict": 32, "temperature": 0})
+        try:
+            c = ollama.Client(host=server)
+            for j in range(2):
+                r = c.generate(model="smol:latest", prompt=f"Tell me fact {j} about llamas, client {i}.",
+                               options={"num_predict": 32, "temperature": 0})
+                assert r.eval_count > 0, r
+        except Exception as e:  # noqa: BLE001 (reported below: a thread's exception is lost otherwise)
+            failures.append(repr(e))
+
     threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert not failures, failures
     row = page.wait_for_selector("#loaded tr[data-model='smol:latest']")
     assert row.query_selector("td:nth-child(2)").inner_text().strip(), "the engine is named"
     assert re.search(r"\d+ / \d+", row.inner_text())
-    page.wait_for_function("() => Number(document.getElementById('tile-tps').dataset.value) > 0")
+    dashboard_wait(page, "() => Number(document.getElementById('tile-tps').dataset.value) > 0", "tok/s above 0")
     assert float(page.inner_text("#tile-tps")) > 0
     assert int(page.inner_text("#tile-total")) >= 32
-    page.wait_for_function("() => document.getElementById('tile-ttft').textContent.includes('ms') "
-                           "|| document.getElementById('tile-ttft').textContent.includes(' s')")
-    page.wait_for_function("() => Number(document.body.dataset.polled) >= 4")
+    dashboard_wait(page, "() => document.getElementById('tile-ttft').textContent.includes('ms') "
+                   "|| document.getElementById('tile-ttft').textContent.includes(' s')", "a TTFT")
+    dashboard_wait(page, "() => Number(document.body.dataset.polled) >= 4", "four polls")
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
     # Unload from the dashboard: the model leaves /api/ps.
@@ -418,23 +443,11 @@ def test_phone_width_keeps_the_conversations_one_tap_away(browser, server):
         w.close()
 
 
-@pytest.fixture(scope="module")
-def keyed_server():
-    home = tempfile.mkdtemp(prefix="hyperllama-webui-keys-")
-    proc, base = start_server(home, "--ctx-size", "512", "--parallel", "1", env_extra={"HYPERLLAMA_API_KEYS": KEY})
-    try:
-        c = ollama.Client(host=base, headers={"Authorization": f"Bearer {KEY}"})
-        c.create(model="smol", files={"m.gguf": c.create_blob(str(model_path()))})
-        yield base
-    finally:
-        stop(proc)
-
-
-def test_with_keys_the_page_asks_and_a_wrong_key_is_a_clear_error(browser, keyed_server):
-    w = Watched(browser, keyed_server)
+def test_with_keys_the_page_asks_and_a_wrong_key_is_a_clear_error(browser, keyed):
+    w = Watched(browser, keyed)
     try:
         page = w.page
-        page.goto(keyed_server + "/ui/")
+        page.goto(keyed + "/ui/")
         page.wait_for_selector("#key-dialog[open]")
         page.fill("#key-input", "sk-wrong-key-00000000000")
         page.press("#key-input", "Enter")
@@ -454,7 +467,7 @@ def test_with_keys_the_page_asks_and_a_wrong_key_is_a_clear_error(browser, keyed
         wait_answer(page)
         assert current(page)["messages"][-1]["content"]
         # The dashboard uses the same session key.
-        page.goto(keyed_server + "/ui/dashboard")
+        page.goto(keyed + "/ui/dashboard")
         page.wait_for_selector("body[data-polled]")
         assert not page.is_visible("#key-dialog")
         w.check()

@@ -34,13 +34,28 @@ async function errorMessage(res) {
 
 let asking = null;
 
+/** The key dialog, made the first time a request needs a key. */
+function keyDialog() {
+  let dialog = document.getElementById('key-dialog');
+  if (dialog) return dialog;
+  dialog = el('dialog', { id: 'key-dialog' },
+    el('form', { method: 'dialog', id: 'key-form' },
+      el('h2', {}, 'API key'),
+      el('p', {}, 'This server needs an API key.'),
+      el('label', { for: 'key-input' }, 'Key (kept for this browser session only)'),
+      el('input', { id: 'key-input', type: 'password', autocomplete: 'off', required: true }),
+      el('p', { id: 'key-error', class: 'error', role: 'alert' }),
+      el('div', { class: 'dialog-actions' }, el('button', { type: 'submit', class: 'primary' }, 'Use key'))));
+  document.body.append(dialog);
+  return dialog;
+}
+
 /** Shows the key dialog (once, however many requests are waiting) and resolves with the key. */
 function askForKey(reason) {
   if (asking) return asking;
-  const dialog = document.getElementById('key-dialog');
+  const dialog = keyDialog();
   const input = document.getElementById('key-input');
   const error = document.getElementById('key-error');
-  document.getElementById('key-reason').textContent = 'This server needs an API key.';
   error.textContent = reason || '';
   input.value = '';
   asking = new Promise((resolve) => {
