@@ -8,6 +8,7 @@ import { lineChart } from './chart.js';
 
 const POLL_MS = 2000;
 const KEEP_MS = 5 * 60 * 1000;
+const POLL_TIMEOUT_MS = 10000;
 const $ = (id) => document.getElementById(id);
 
 /** Prometheus text format: samples as { name, labels, value }. */
@@ -188,8 +189,10 @@ function fleetTable(fleet) {
 
 async function poll() {
   try {
+    // A request that hangs must not stop the polling: each poll gives up after ten seconds.
+    const signal = AbortSignal.timeout(POLL_TIMEOUT_MS);
     const [ps, metrics, fleet] = await Promise.all([
-      api('/api/ps'), api('/metrics', { text: true }), api('/api/fleet'),
+      api('/api/ps', { signal }), api('/metrics', { text: true, signal }), api('/api/fleet', { signal }),
     ]);
     const t = Date.now();
     points.push({ t, ...digest(parseMetrics(metrics)) });
