@@ -30,14 +30,14 @@ pub struct RemoteModel {
 #[derive(Default)]
 pub struct Remotes {
     nodes: Vec<Arc<dyn Engine>>,
-    /// Per node, its catalog as last fetched.
-    catalog: RwLock<Vec<Vec<ServedModel>>>,
-    /// Per node, how its last catalog fetch went.
-    health: RwLock<Vec<Health>>,
+    /// Per node, its catalog as last fetched and how that fetch went.
+    catalog: RwLock<Vec<Catalog>>,
 }
 
 #[derive(Debug, Clone, Default)]
-struct Health {
+struct Catalog {
+    models: Vec<ServedModel>,
+    /// When the last fetch ended, and its error if it failed (the models are then the last known).
     checked: Option<std::time::Instant>,
     error: Option<String>,
 }
@@ -58,9 +58,8 @@ pub struct NodeStatus {
 impl Remotes {
     /// Nodes in order of preference; each must have a catalog ([`Engine::catalog`]).
     pub fn new(nodes: Vec<Arc<dyn Engine>>) -> Self {
-        let catalog = RwLock::new(vec![Vec::new(); nodes.len()]);
-        let health = RwLock::new(vec![Health::default(); nodes.len()]);
-        Self { nodes, catalog, health }
+        let catalog = RwLock::new(vec![Catalog::default(); nodes.len()]);
+        Self { nodes, catalog }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -82,24 +81,23 @@ impl Remotes {
         let results = futures::future::join_all(fetches).await;
         for (i, fetched) in results.into_iter().enumerate() {
             let url = self.url(NodeId(i));
-            let error = match fetched {
-                Ok(Ok(models)) => {
-                    if let Ok(mut c) = self.catalog.write() {
-                        c[i] = models;
-                    }
-                    None
-                }
+            let (models, error) = match fetched {
+                Ok(Ok(models)) => (Some(models), None),
                 Ok(Err(e)) => {
                     tracing::warn!(node = %url, error = %e, "cannot list the node's models");
-                    Some(e.to_string())
+                    (None, Some(e.to_string()))
                 }
                 Err(_) => {
                     tracing::warn!(node = %url, "the node did not list its models within 5 s");
-                    Some("no answer within 5 s".to_string())
+                    (None, Some("no answer within 5 s".to_string()))
                 }
             };
-            if let Ok(mut h) = self.health.write() {
-                h[i] = Health { checked: Some(std::time::Instant::now()), error };
+            if let Ok(mut c) = self.catalog.write() {
+                if let Some(models) = models {
+                    c[i].models = models;
+                }
+                c[i].checked = Some(std::time::Instant::now());
+                c[i].error = error;
             }
         }
     }
@@ -138,18 +136,16 @@ impl Remotes {
 
     /// Every node: its URL, whether its last catalog fetch answered, and its models.
     pub fn status(&self) -> Vec<NodeStatus> {
-        let catalog = self.catalog.read().map(|c| c.clone()).unwrap_or_default();
-        let health = self.health.read().map(|h| h.clone()).unwrap_or_default();
-        (0..self.nodes.len())
-            .map(|i| {
-                let h = health.get(i).cloned().unwrap_or_default();
-                NodeStatus {
-                    url: self.url(NodeId(i)),
-                    healthy: h.checked.is_some() && h.error.is_none(),
-                    error: h.error,
-                    checked_secs_ago: h.checked.map(|t| t.elapsed().as_secs_f64()),
-                    models: catalog.get(i).map(|c| c.iter().map(|m| m.id.clone()).collect()).unwrap_or_default(),
-                }
+        let Ok(catalog) = self.catalog.read() else { return Vec::new() };
+        catalog
+            .iter()
+            .enumerate()
+            .map(|(i, c)| NodeStatus {
+                url: self.url(NodeId(i)),
+                healthy: c.checked.is_some() && c.error.is_none(),
+                error: c.error.clone(),
+                checked_secs_ago: c.checked.map(|t| t.elapsed().as_secs_f64()),
+                models: c.models.iter().map(|m| m.id.clone()).collect(),
             })
             .collect()
     }
@@ -160,9 +156,9 @@ impl Remotes {
         catalog
             .iter()
             .enumerate()
-            .flat_map(|(node, models)| {
+            .flat_map(|(node, c)| {
                 let url = self.url(NodeId(node));
-                models.iter().map(move |served| RemoteModel {
+                c.models.iter().map(move |served| RemoteModel {
                     node: NodeId(node),
                     url: url.clone(),
                     served: served.clone(),
@@ -215,7 +211,7 @@ mod tests {
     fn with_catalog(ids: &[&str]) -> Remotes {
         let r = Remotes::new(vec![Arc::new(MockEngine::default())]);
         let served = ids.iter().map(|id| ServedModel { id: id.to_string(), ..ServedModel::default() }).collect();
-        r.catalog.write().expect("lock")[0] = served;
+        r.catalog.write().expect("lock")[0].models = served;
         r
     }
 
